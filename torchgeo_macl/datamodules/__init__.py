@@ -1,0 +1,3 @@
+"""datamodules."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""datasets."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""retrieval."""
+
+__all__: list[str] = []

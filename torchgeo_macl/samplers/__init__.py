@@ -1,0 +1,3 @@
+"""samplers."""
+
+__all__: list[str] = []

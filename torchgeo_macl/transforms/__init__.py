@@ -1,0 +1,3 @@
+"""transforms."""
+
+__all__: list[str] = []
