@@ -1,3 +1,21 @@
-"""datamodules."""
+"""Lightning datamodules of the multi-label retrieval datasets."""
 
-__all__: list[str] = []
+from .base import (
+    EpochRandomSampler,
+    IndexedConcatDataset,
+    RetrievalDataModule,
+    retrieval_collate,
+)
+from .dlrsd import DLRSDRetrievalDataModule
+from .mlaid import MLAIDRetrievalDataModule
+from .whdld import WHDLDRetrievalDataModule
+
+__all__ = (
+    'DLRSDRetrievalDataModule',
+    'EpochRandomSampler',
+    'IndexedConcatDataset',
+    'MLAIDRetrievalDataModule',
+    'RetrievalDataModule',
+    'WHDLDRetrievalDataModule',
+    'retrieval_collate',
+)

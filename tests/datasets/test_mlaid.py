@@ -1,0 +1,178 @@
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.data import ConcatDataset
+
+from torchgeo_macl._compat import DatasetNotFoundError
+from torchgeo_macl.datasets import MLAID
+
+DATA = Path(__file__).parents[1] / 'data' / 'mlaid'
+
+
+def read_csv() -> dict[str, list[int]]:
+    with open(DATA / 'AID_multilabel' / 'multilabel.csv', newline='') as f:
+        rows = list(csv.reader(f))
+    assert rows[0][0] == 'IMAGE\\LABEL'
+    return {r[0]: [int(v) for v in r[1:]] for r in rows[1:]}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    shutil.copytree(DATA / 'AID_multilabel', tmp_path / 'AID_multilabel')
+    return tmp_path
+
+
+class TestMLAID:
+    @pytest.fixture
+    def dataset(self, root: Path) -> MLAID:
+        return MLAID(root, transforms=nn.Identity())
+
+    def test_getitem(self, dataset: MLAID) -> None:
+        x = dataset[0]
+        assert set(x) == {'image', 'label', 'index'}
+        assert x['image'].shape == (3, 16, 16)
+        assert x['image'].dtype == torch.float32
+        assert x['label'].shape == (17,)
+        assert x['label'].dtype == torch.long
+        assert int(x['index']) == 0
+        assert x['label'].tolist() == read_csv()[dataset.ids[0].rsplit('/', 1)[1]]
+
+    def test_len(self, root: Path) -> None:
+        lengths = {s: len(MLAID(root, split=s)) for s in ('train', 'val', 'test')}
+        assert lengths['train'] + lengths['val'] == 12
+        assert lengths['val'] >= 1
+        assert lengths['test'] == 4
+
+    def test_add(self, dataset: MLAID) -> None:
+        ds = dataset + dataset
+        assert isinstance(ds, ConcatDataset)
+        assert len(ds) == 2 * len(dataset)
+
+    def test_already_downloaded(self, dataset: MLAID, root: Path) -> None:
+        assert MLAID(root, download=True).ids == dataset.ids
+
+    def test_already_downloaded_not_extracted(self, tmp_path: Path) -> None:
+        shutil.copy(DATA / 'AID_multilabel.zip', tmp_path)
+        ds = MLAID(tmp_path, split='test', checksum=True)
+        assert len(ds) == 4
+
+    def test_corrupted(self, tmp_path: Path) -> None:
+        (tmp_path / 'AID_multilabel.zip').write_text('bad')
+        with pytest.raises(RuntimeError, match='Dataset found, but corrupted'):
+            MLAID(tmp_path, checksum=True)
+
+    @pytest.mark.parametrize('download', [False, True])
+    def test_not_downloaded(self, tmp_path: Path, download: bool) -> None:
+        with pytest.raises(DatasetNotFoundError, match='Dataset not found') as info:
+            MLAID(tmp_path, download=download)
+        message = str(info.value)
+        assert 'https://github.com/Hua-YS/AID-Multilabel-Dataset' in message
+        assert str(tmp_path / 'AID_multilabel' / 'images_tr') in message
+        assert str(tmp_path / 'AID_multilabel' / 'images_test') in message
+        assert str(tmp_path / 'AID_multilabel' / 'multilabel.csv') in message
+        assert 'AID_multilabel.zip' in message
+
+    def test_invalid_split(self, root: Path) -> None:
+        with pytest.raises(ValueError, match='Invalid split'):
+            MLAID(root, split='foo')
+        with pytest.raises(ValueError, match='val_fraction'):
+            MLAID(root, val_fraction=1.0)
+
+    def test_plot(self, dataset: MLAID) -> None:
+        x = dataset[0]
+        fig = dataset.plot(x, suptitle='Test')
+        assert isinstance(fig, Figure)
+        assert len(fig.axes) == 1
+        plt.close(fig)
+        plt.close(dataset.plot(x, show_titles=False))
+        x['prediction'] = 1 - x['label']
+        fig = dataset.plot(x)
+        assert 'Predicted: ' in fig.texts[0].get_text()
+        plt.close(fig)
+
+    def test_labels_and_frequencies(self, root: Path) -> None:
+        table = read_csv()
+        for split in ('train', 'val', 'test'):
+            ds = MLAID(root, split=split)
+            expected = [table[i.rsplit('/', 1)[1]] for i in ds.ids]
+            assert ds.labels.tolist() == expected
+            assert torch.allclose(ds.label_frequencies, ds.labels.float().mean(0))
+            assert ds.min_pixel_fraction == 0.0
+
+
+class TestMLAIDLayout:
+    def test_ids_and_folders(self, root: Path) -> None:
+        train = MLAID(root, split='train')
+        test = MLAID(root, split='test')
+        assert all(i.startswith('images_tr/') for i in train.ids)
+        assert all(i.startswith('images_test/') for i in test.ids)
+        assert test.ids[0] == 'images_test/airport/airport_101'
+
+    def test_flat_layout(self, root: Path) -> None:
+        nested = {s: MLAID(root, split=s) for s in ('train', 'val', 'test')}
+        first = {s: ds[0]['image'] for s, ds in nested.items()}
+        shutil.rmtree(root / 'AID_multilabel' / 'splits')
+        for folder in ('images_tr', 'images_test'):
+            base = root / 'AID_multilabel' / folder
+            for path in sorted(base.glob('*/*.jpg')):
+                path.rename(base / path.name)
+        for split, before in nested.items():
+            flat = MLAID(root, split=split)
+            assert all(i.count('/') == 1 for i in flat.ids)
+            stems = [i.rsplit('/', 1)[1] for i in flat.ids]
+            assert stems == [i.rsplit('/', 1)[1] for i in before.ids]
+            assert torch.equal(flat.labels, before.labels)
+            assert torch.equal(flat[0]['image'], first[split])
+
+    def test_val_split_file(self, root: Path) -> None:
+        train = MLAID(root, split='train')
+        val = MLAID(root, split='val')
+        path = root / 'AID_multilabel' / 'splits' / 'mlaid_seed0_90-10.json'
+        assert path.is_file()
+        content = json.loads(path.read_text())
+        assert content['splits']['train'] == train.ids
+        assert content['splits']['val'] == val.ids
+        assert not set(train.ids) & set(val.ids)
+        assert ((train.labels.sum(0) > 0) | (val.labels.sum(0) == 0)).all()
+        assert MLAID(root, split='val').ids == val.ids
+        other = MLAID(root, split='val', split_seed=3, val_fraction=0.25)
+        assert len(other) == 3
+        assert (root / 'AID_multilabel' / 'splits' / 'mlaid_seed3_75-25.json').is_file()
+
+
+class TestMLAIDErrors:
+    def test_csv_row_width(self, root: Path) -> None:
+        path = root / 'AID_multilabel' / 'multilabel.csv'
+        lines = path.read_text().splitlines()
+        lines[2] += ',1'
+        path.write_text('\n'.join(lines) + '\n')
+        with pytest.raises(ValueError, match=r'multilabel\.csv.*line 3: 19 fields'):
+            MLAID(root)
+
+    def test_csv_header(self, root: Path) -> None:
+        path = root / 'AID_multilabel' / 'multilabel.csv'
+        text = path.read_text().replace('bare-soil', 'bare-rock')
+        path.write_text(text)
+        with pytest.raises(ValueError, match='do not match the expected classes'):
+            MLAID(root)
+
+    def test_image_not_in_csv(self, root: Path) -> None:
+        extra = root / 'AID_multilabel' / 'images_test' / 'port' / 'port_999.jpg'
+        shutil.copy(
+            root / 'AID_multilabel' / 'images_test' / 'port' / 'port_101.jpg', extra
+        )
+        with pytest.raises(ValueError, match=r'no row for image .*port_999\.jpg'):
+            MLAID(root, split='test')
+
+    def test_corrupt_image(self, root: Path) -> None:
+        ds = MLAID(root, split='test')
+        Path(ds.image_paths[1]).write_bytes(b'\xff\xd8garbage')
+        with pytest.raises(OSError, match='Could not decode image'):
+            ds[1]

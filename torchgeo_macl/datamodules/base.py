@@ -1,0 +1,516 @@
+"""Base datamodule of the multi-label retrieval datasets."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib
+from collections import Counter
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any
+
+import kornia
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
+from torch.utils.data.dataloader import default_collate
+
+from .._compat import NonGeoDataModule
+from ..datasets.utils import RetrievalDataset
+
+__all__ = ('IndexedConcatDataset', 'RetrievalDataModule', 'retrieval_collate')
+
+#: ImageNet channel statistics in 0..255 units.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+_SAMPLERS = ('random', 'label_aware')
+_PREDICT_SPLITS = {
+    'database': ('train', 'val'),
+    'test': ('test',),
+    'all': ('train', 'val', 'test'),
+}
+
+
+class IndexedConcatDataset(ConcatDataset[dict[str, Tensor]]):
+    """Concatenation of retrieval datasets whose ``'index'`` is the global position.
+
+    Used for the retrieval database (train + val): sample ``i`` of the concatenation
+    has ``'index'`` ``i``, and :attr:`ids` and :attr:`labels` follow the same order.
+    """
+
+    datasets: list[RetrievalDataset]  # type: ignore[assignment]
+
+    def __init__(self, datasets: Sequence[RetrievalDataset]) -> None:
+        """Initialize a new IndexedConcatDataset instance.
+
+        Args:
+            datasets: Datasets to concatenate, in order.
+        """
+        super().__init__(datasets)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """Return a sample with ``'index'`` set to its position in the concatenation.
+
+        Args:
+            index: Position in the concatenation.
+
+        Returns:
+            The sample dictionary.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+        """
+        length = len(self)
+        if not -length <= index < length:
+            raise IndexError(f'Index {index} out of range for {length} samples.')
+        index %= length
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        offset = self.cumulative_sizes[part - 1] if part else 0
+        sample = dict(self.datasets[part][index - offset])
+        sample['index'] = torch.tensor(index, dtype=torch.long)
+        return sample
+
+    @property
+    def ids(self) -> list[str]:
+        """Identifiers of all samples, in order.
+
+        Returns:
+            The concatenated ids.
+        """
+        return [i for ds in self.datasets for i in ds.ids]
+
+    @property
+    def labels(self) -> Tensor:
+        """Multi-hot labels of all samples, in order.
+
+        Returns:
+            long tensor [N, C].
+        """
+        return torch.cat([ds.labels for ds in self.datasets])
+
+
+def _most_common_size(shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The most frequent image size of a batch (the first one on ties).
+
+    Args:
+        shapes: (height, width) of every sample.
+
+    Returns:
+        The chosen size.
+    """
+    counts = Counter(shapes)
+    best = max(counts.values())
+    return next(s for s in shapes if counts[s] == best)
+
+
+def retrieval_collate(
+    samples: list[dict[str, Tensor]], size: int | None = None
+) -> dict[str, Tensor]:
+    """Collate samples, resizing the odd ones when image sizes differ.
+
+    Archives such as DLRSD (from UC Merced) contain a few images that are not
+    256x256. Samples whose size differs from ``size`` (or, without ``size``, from
+    the most common size in the batch) are resized on the CPU (bilinear image,
+    nearest mask) before stacking; batches of one size are collated unchanged.
+
+    Args:
+        samples: Sample dictionaries.
+        size: Target side when resizing is needed.
+
+    Returns:
+        The batch dictionary.
+    """
+    shapes = [(int(s['image'].shape[-2]), int(s['image'].shape[-1])) for s in samples]
+    if len(set(shapes)) <= 1:
+        return dict(default_collate(samples))
+    target = (size, size) if size is not None else _most_common_size(shapes)
+    fixed = []
+    for sample in samples:
+        if tuple(sample['image'].shape[-2:]) != target:
+            sample = dict(sample)
+            sample['image'] = F.interpolate(
+                sample['image'][None].float(),
+                size=target,
+                mode='bilinear',
+                align_corners=False,
+            )[0]
+            if 'mask' in sample:
+                sample['mask'] = F.interpolate(
+                    sample['mask'][None, None].float(), size=target, mode='nearest'
+                )[0, 0].long()
+        fixed.append(sample)
+    return dict(default_collate(fixed))
+
+
+class EpochRandomSampler(RandomSampler):
+    """A random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so the order of an epoch
+    is the same whether training ran straight through or resumed from a checkpoint.
+    Being a :class:`~torch.utils.data.RandomSampler`, Lightning replaces it by a
+    shuffling ``DistributedSampler`` under DDP.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        """Initialise the sampler.
+
+        Args:
+            data_source: The dataset.
+            seed: Base seed of the permutations.
+        """
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation :meth:`__iter__` yields.
+
+        Args:
+            epoch: Epoch number.
+        """
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        """Yield the permutation of the current epoch.
+
+        Yields:
+            Dataset indices.
+        """
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class RetrievalDataModule(NonGeoDataModule):
+    """Base LightningDataModule of the multi-label retrieval datasets.
+
+    Loaders:
+
+    * ``train_dataloader``: the train split, shuffled with ``drop_last=True``, or
+      batches from :class:`torchgeo_macl.samplers.LabelAwareBatchSampler` with
+      ``sampler='label_aware'`` (rank-aware: with DDP use
+      ``Trainer(use_distributed_sampler=False)`` since the sampler already splits
+      batches between ranks).
+    * ``val_dataloader``: the val split.
+    * ``test_dataloader``: ``[queries, database]``: the test split, then train +
+      val whose ``'index'`` is the position in that concatenation.
+    * ``predict_dataloader``: ``predict_split`` ('database' = train + val, 'test',
+      or 'all' = train + val + test), with :attr:`predict_ids` in the same order.
+
+    After a batch reaches the device, :meth:`on_after_batch_transfer` resizes
+    ``'image'`` (bilinear) and ``'mask'`` (nearest) to ``image_size`` with kornia
+    and normalises ``'image'`` with :attr:`mean` and :attr:`std` (0..255 units);
+    ``'label'`` and ``'index'`` are left untouched. Training augmentations (the two
+    views of contrastive learning) are not applied here.
+    """
+
+    mean = torch.tensor(IMAGENET_MEAN)
+    std = torch.tensor(IMAGENET_STD)
+
+    def __init__(
+        self,
+        dataset_class: type[RetrievalDataset],
+        batch_size: int = 32,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        sampler: str = 'random',
+        sampler_m: int = 2,
+        sampler_sigma: float = 0.5,
+        seed: int = 0,
+        predict_split: str = 'database',
+        **kwargs: Any,
+    ) -> None:
+        """Initialize a new RetrievalDataModule instance.
+
+        Args:
+            dataset_class: The retrieval dataset class.
+            batch_size: Size of each mini-batch.
+            num_workers: Number of workers for parallel data loading.
+            image_size: Side images (and masks) are resized to on the device; None
+                keeps the stored size.
+            sampler: 'random' (shuffled batches) or 'label_aware'
+                (:class:`~torchgeo_macl.samplers.LabelAwareBatchSampler`).
+            sampler_m: Images per drawn label of the label-aware sampler.
+            sampler_sigma: Label-frequency smoothing of the label-aware sampler
+                (0: natural frequencies, 1: uniform over labels).
+            seed: Seed of the training order.
+            predict_split: 'database', 'test' or 'all'.
+            **kwargs: Keyword arguments of ``dataset_class`` (root, download, ...).
+
+        Raises:
+            ValueError: If an argument is invalid.
+        """
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be positive, got {batch_size}.')
+        if image_size is not None and image_size < 1:
+            raise ValueError(f'image_size must be positive or None, got {image_size}.')
+        if sampler not in _SAMPLERS:
+            raise ValueError(
+                f'Invalid sampler {sampler!r}; expected one of {_SAMPLERS}.'
+            )
+        if predict_split not in _PREDICT_SPLITS:
+            raise ValueError(
+                f'Invalid predict_split {predict_split!r}; expected one of '
+                f'{tuple(_PREDICT_SPLITS)}.'
+            )
+        super().__init__(dataset_class, batch_size, num_workers, **kwargs)
+        self.retrieval_dataset_class = dataset_class
+        self.image_size = image_size
+        self.sampler = sampler
+        self.sampler_m = sampler_m
+        self.sampler_sigma = sampler_sigma
+        self.seed = seed
+        self.predict_split = predict_split
+        self.collate_fn = functools.partial(retrieval_collate, size=image_size)
+        self._splits: dict[str, RetrievalDataset] = {}
+        self.database_dataset: IndexedConcatDataset | None = None
+        #: Ids of the predict loader's samples, in order (after ``setup('predict')``).
+        self.predict_ids: list[str] = []
+
+    # ------------------------------------------------------------------ datasets
+
+    def _split(self, split: str) -> RetrievalDataset:
+        """Build (once) and return the dataset of a split.
+
+        Args:
+            split: 'train', 'val' or 'test'.
+
+        Returns:
+            The dataset.
+        """
+        if split not in self._splits:
+            self._splits[split] = self.retrieval_dataset_class(
+                split=split,  # type: ignore[call-arg]
+                **self.kwargs,
+            )
+        return self._splits[split]
+
+    def setup(self, stage: str) -> None:
+        """Set up the datasets of a stage.
+
+        Args:
+            stage: 'fit', 'validate', 'test' or 'predict'.
+        """
+        if stage == 'fit':
+            self.train_dataset = self._split('train')
+        if stage in ('fit', 'validate'):
+            self.val_dataset = self._split('val')
+        if stage == 'test':
+            self.test_dataset = self._split('test')
+            self.database_dataset = IndexedConcatDataset(
+                [self._split('train'), self._split('val')]
+            )
+        if stage == 'predict':
+            parts = [self._split(s) for s in _PREDICT_SPLITS[self.predict_split]]
+            predict = IndexedConcatDataset(parts)
+            self.predict_dataset = predict
+            self.predict_ids = predict.ids
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names of the dataset.
+
+        Returns:
+            The class names, in label order.
+        """
+        return self.retrieval_dataset_class.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes.
+
+        Returns:
+            C.
+        """
+        return len(self.retrieval_dataset_class.classes)
+
+    @property
+    def label_frequencies(self) -> Tensor:
+        """Fraction of the training images carrying each label (for the losses).
+
+        Builds the train dataset if :meth:`setup` has not done so yet.
+
+        Returns:
+            float32 tensor [C].
+        """
+        return self._split('train').label_frequencies
+
+    @property
+    def min_pixel_fraction(self) -> float:
+        """Pixel fraction a class needs to count as a label (0: any pixel).
+
+        Returns:
+            The threshold (0 for datasets without masks).
+        """
+        return float(self.kwargs.get('min_pixel_fraction', 0.0))
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether batches carry a ``'mask'``.
+
+        Returns:
+            True for datasets with masks unless ``load_masks`` is False.
+        """
+        return self.retrieval_dataset_class.has_masks and bool(
+            self.kwargs.get('load_masks', True)
+        )
+
+    # --------------------------------------------------------------- dataloaders
+
+    def _loader(
+        self, dataset: Dataset[dict[str, Tensor]], shuffle: bool = False
+    ) -> DataLoader[dict[str, Tensor]]:
+        """Build an evaluation-style loader.
+
+        Args:
+            dataset: The dataset.
+            shuffle: Whether to shuffle.
+
+        Returns:
+            The DataLoader.
+        """
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Return the training loader (random or label-aware batches).
+
+        Returns:
+            The DataLoader of the train split.
+        """
+        dataset = self._split('train')
+        self.train_dataset = dataset
+        if self.sampler == 'label_aware':
+            samplers = importlib.import_module('torchgeo_macl.samplers')
+            sampler_class = samplers.LabelAwareBatchSampler
+            num_replicas: int | None = None
+            rank: int | None = None
+            trainer = getattr(self, 'trainer', None)
+            if trainer is not None:
+                num_replicas = int(trainer.world_size)
+                rank = int(trainer.global_rank)
+            batch_sampler = sampler_class(
+                dataset.labels,
+                self.batch_size,
+                m=self.sampler_m,
+                sigma=self.sampler_sigma,
+                seed=self.seed,
+                num_replicas=num_replicas,
+                rank=rank,
+            )
+            return DataLoader(
+                dataset,
+                batch_sampler=batch_sampler,
+                num_workers=self.num_workers,
+                collate_fn=self.collate_fn,
+                persistent_workers=self.num_workers > 0,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochRandomSampler(dataset, seed=self.seed),
+            drop_last=True,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Return the validation loader.
+
+        Returns:
+            The DataLoader of the val split.
+        """
+        self.val_dataset = self._split('val')
+        return self._loader(self.val_dataset)
+
+    def test_dataloader(self) -> list[DataLoader[dict[str, Tensor]]]:  # type: ignore[override]
+        """Return the query and database loaders.
+
+        Returns:
+            ``[queries (test split), database (train + val)]``; the database
+            samples' ``'index'`` is their position in the train + val concatenation.
+        """
+        self.test_dataset = self._split('test')
+        if self.database_dataset is None:
+            self.database_dataset = IndexedConcatDataset(
+                [self._split('train'), self._split('val')]
+            )
+        return [self._loader(self.test_dataset), self._loader(self.database_dataset)]
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Return the loader of ``predict_split``.
+
+        Returns:
+            The DataLoader; :attr:`predict_ids` lists its samples in order.
+        """
+        if self.predict_dataset is None:
+            self.setup('predict')
+        dataset = self.predict_dataset
+        if dataset is None:  # pragma: no cover - setup('predict') always sets it
+            raise RuntimeError('setup("predict") did not create a predict dataset.')
+        return self._loader(dataset)
+
+    # ------------------------------------------------------------ device hooks
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
+        """Resize and normalise a batch on its device.
+
+        Args:
+            batch: The batch (``'image'`` float [B, 3, H, W] in 0..255, ``'label'``,
+                ``'index'``, optionally ``'mask'`` [B, H, W]).
+            dataloader_idx: Index of the loader the batch came from.
+
+        Returns:
+            The batch with ``'image'`` resized and normalised and ``'mask'``
+            resized; other entries unchanged.
+        """
+        batch = dict(batch)
+        image = batch['image'].float()
+        size = self.image_size
+        if size is not None and tuple(image.shape[-2:]) != (size, size):
+            image = kornia.geometry.transform.resize(
+                image,
+                (size, size),
+                interpolation='bilinear',
+                align_corners=False,
+                antialias=True,
+            )
+            if 'mask' in batch:
+                mask = batch['mask'][:, None].float()
+                mask = kornia.geometry.transform.resize(
+                    mask, (size, size), interpolation='nearest'
+                )
+                batch['mask'] = mask[:, 0].round().long()
+        mean = self.mean.to(image.device, image.dtype)
+        std = self.std.to(image.device, image.dtype)
+        batch['image'] = kornia.enhance.normalize(image, mean, std)
+        return batch
+
+    def plot(self, *args: Any, **kwargs: Any) -> Figure | None:
+        """Plot a sample with the dataset's :meth:`plot`.
+
+        Args:
+            *args: Arguments of the dataset's ``plot``.
+            **kwargs: Keyword arguments of the dataset's ``plot``.
+
+        Returns:
+            A matplotlib Figure.
+        """
+        if self._splits:
+            dataset = next(iter(self._splits.values()))
+        else:
+            dataset = self._split('val')
+        return dataset.plot(*args, **kwargs)
