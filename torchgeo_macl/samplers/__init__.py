@@ -1,3 +1,5 @@
-"""samplers."""
+"""Batch samplers for multi-label data."""
 
-__all__: list[str] = []
+from .label_aware import LabelAwareBatch, LabelAwareBatchSampler
+
+__all__ = ('LabelAwareBatch', 'LabelAwareBatchSampler')
