@@ -1,3 +1,23 @@
-"""metrics."""
+"""Retrieval metrics for multi-label image retrieval."""
 
-__all__: list[str] = []
+from .functional import (
+    average_cumulative_gain_at_k,
+    mean_average_precision_at_k,
+    ndcg_at_k,
+    per_label_average_precision_at_k,
+    precision_at_k,
+    retrieval_metrics,
+    weighted_average_precision_at_k,
+)
+from .retrieval import RetrievalMetrics
+
+__all__ = (
+    'RetrievalMetrics',
+    'average_cumulative_gain_at_k',
+    'mean_average_precision_at_k',
+    'ndcg_at_k',
+    'per_label_average_precision_at_k',
+    'precision_at_k',
+    'retrieval_metrics',
+    'weighted_average_precision_at_k',
+)

@@ -1,3 +1,5 @@
-"""retrieval."""
+"""Archive-scale retrieval with faiss."""
 
-__all__: list[str] = []
+from .index import EmbeddingIndex
+
+__all__ = ('EmbeddingIndex',)

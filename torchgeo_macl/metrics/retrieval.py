@@ -1,0 +1,221 @@
+"""Retrieval metrics accumulated over batches, for Lightning trainers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from .functional import _check_ks, retrieval_metrics
+
+__all__ = ('RetrievalMetrics',)
+
+
+class RetrievalMetrics(Metric):
+    """All retrieval metrics of :func:`~torchgeo_macl.metrics.retrieval_metrics`.
+
+    Embeddings and labels are gathered over batches (and over processes in
+    distributed runs) and evaluated at :meth:`compute`, which returns the same dict
+    as :func:`~torchgeo_macl.metrics.retrieval_metrics` (0-dim tensors).
+
+    With ``leave_one_out=True`` every embedding is both a query and a database item,
+    and each query is removed from its own ranking. Otherwise batches are queries,
+    or database items when passed with ``database=True``.
+
+    When ``indexes`` (dataset positions) are given, :meth:`compute` orders the items
+    by index and keeps one item per index. Distributed samplers pad the last batch
+    with repeated samples, so this makes a multi-process result identical to the
+    single-process one. Without indexes the items keep their arrival order
+    (process by process after a sync) and none is dropped.
+
+    Args:
+        ks: Cut-offs.
+        leave_one_out: Queries are the database, each query excluded from its
+            own ranking.
+        jaccard: Also compute the Jaccard-relevance variants.
+        jaccard_threshold: Threshold in (0, 1] for Jaccard relevance.
+        rare_fraction: Fraction in (0, 1] of labels counted as rare.
+        chunk_size: Queries ranked at once (default: automatic).
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
+
+    Raises:
+        ValueError: If ``ks`` or another option is invalid.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    query_embeddings: list[Tensor] | Tensor
+    query_labels: list[Tensor] | Tensor
+    query_indexes: list[Tensor] | Tensor
+    database_embeddings: list[Tensor] | Tensor
+    database_labels: list[Tensor] | Tensor
+    database_indexes: list[Tensor] | Tensor
+
+    def __init__(
+        self,
+        ks: Iterable[int] = (10, 20, 50, 100),
+        leave_one_out: bool = True,
+        jaccard: bool = True,
+        jaccard_threshold: float = 0.5,
+        rare_fraction: float = 1 / 3,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Initialise the metric.
+
+        Args:
+            ks: Cut-offs.
+            leave_one_out: Queries are the database, each query excluded from its
+                own ranking.
+            jaccard: Also compute the Jaccard-relevance variants.
+            jaccard_threshold: Threshold in (0, 1] for Jaccard relevance.
+            rare_fraction: Fraction in (0, 1] of labels counted as rare.
+            chunk_size: Queries ranked at once (default: automatic).
+            **kwargs: Passed to :class:`torchmetrics.Metric`.
+
+        Raises:
+            ValueError: If ``ks`` or another option is invalid.
+        """
+        super().__init__(**kwargs)
+        self.ks = _check_ks(ks)
+        if not 0.0 < jaccard_threshold <= 1.0:
+            raise ValueError(
+                f'jaccard_threshold must be in (0, 1], got {jaccard_threshold}'
+            )
+        if not 0.0 < rare_fraction <= 1.0:
+            raise ValueError(f'rare_fraction must be in (0, 1], got {rare_fraction}')
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, int)
+            or chunk_size < 1
+        ):
+            raise ValueError(
+                f'chunk_size must be a positive integer, got {chunk_size!r}'
+            )
+        self.leave_one_out = leave_one_out
+        self.jaccard = jaccard
+        self.jaccard_threshold = jaccard_threshold
+        self.rare_fraction = rare_fraction
+        self.chunk_size = chunk_size
+        for role in ('query', 'database'):
+            for part in ('embeddings', 'labels', 'indexes'):
+                self.add_state(f'{role}_{part}', default=[], dist_reduce_fx='cat')
+
+    def update(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indexes: Tensor | None = None,
+        database: bool = False,
+    ) -> None:
+        """Add a batch.
+
+        Args:
+            embeddings: Embeddings [B, D].
+            labels: Multi-hot labels [B, C].
+            indexes: Dataset positions [B] (optional, the same choice for every
+                batch of a role).
+            database: Add the batch to the database instead of the queries
+                (ignored with ``leave_one_out=True``).
+
+        Raises:
+            ValueError: If the shapes do not match.
+        """
+        if embeddings.ndim != 2:
+            raise ValueError(
+                f'embeddings must have shape [B, D], got {tuple(embeddings.shape)}'
+            )
+        if labels.ndim != 2 or labels.shape[0] != embeddings.shape[0]:
+            raise ValueError(
+                f'labels must have shape [{embeddings.shape[0]}, C], got '
+                f'{tuple(labels.shape)}'
+            )
+        role = 'database' if database and not self.leave_one_out else 'query'
+        getattr(self, f'{role}_embeddings').append(embeddings.detach())
+        getattr(self, f'{role}_labels').append(labels.detach())
+        if indexes is not None:
+            indexes = torch.as_tensor(indexes, device=embeddings.device)
+            if indexes.shape != (embeddings.shape[0],):
+                raise ValueError(
+                    f'indexes must have shape [{embeddings.shape[0]}], got '
+                    f'{tuple(indexes.shape)}'
+                )
+            if indexes.is_floating_point() or indexes.is_complex():
+                raise ValueError(f'indexes must be integers, got {indexes.dtype}')
+            getattr(self, f'{role}_indexes').append(indexes.long())
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        """Add a batch, like :meth:`update`.
+
+        Retrieval needs the whole database, so no per-batch value is computed.
+
+        Args:
+            *args: Passed to :meth:`update`.
+            **kwargs: Passed to :meth:`update`.
+        """
+        self.update(*args, **kwargs)
+
+    def _gather(self, role: str) -> tuple[Tensor, Tensor]:
+        embeddings = self._cat(getattr(self, f'{role}_embeddings'))
+        labels = self._cat(getattr(self, f'{role}_labels'))
+        indexes = self._cat(getattr(self, f'{role}_indexes'))
+        if embeddings.numel() == 0:
+            what = 'embeddings' if role == 'query' else 'database embeddings'
+            raise ValueError(f'RetrievalMetrics.compute() called without any {what}')
+        if indexes.numel():
+            if indexes.numel() != embeddings.shape[0]:
+                raise ValueError(
+                    f'{role} indexes were given for {indexes.numel()} of '
+                    f'{embeddings.shape[0]} items: pass indexes with every batch or '
+                    'with none'
+                )
+            indexes = indexes.long()
+            order = indexes.sort(stable=True).indices
+            sorted_indexes = indexes[order]
+            first = torch.ones_like(sorted_indexes, dtype=torch.bool)
+            first[1:] = sorted_indexes[1:] != sorted_indexes[:-1]
+            keep = order[first]
+            embeddings = embeddings[keep]
+            labels = labels[keep]
+        return embeddings, labels
+
+    @staticmethod
+    def _cat(state: list[Tensor] | Tensor) -> Tensor:
+        if isinstance(state, list) and not state:
+            return torch.empty(0)
+        return dim_zero_cat(state)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Evaluate every metric on everything gathered so far.
+
+        Returns:
+            The dict of :func:`~torchgeo_macl.metrics.retrieval_metrics`.
+
+        Raises:
+            ValueError: If nothing was added, indexes were given for only some
+                batches, or the data are invalid for
+                :func:`~torchgeo_macl.metrics.retrieval_metrics`.
+        """
+        queries, query_labels = self._gather('query')
+        if self.leave_one_out:
+            database, database_labels = queries, query_labels
+        else:
+            database, database_labels = self._gather('database')
+        return retrieval_metrics(
+            queries,
+            query_labels,
+            database,
+            database_labels,
+            self.ks,
+            exclude_self=self.leave_one_out,
+            jaccard=self.jaccard,
+            jaccard_threshold=self.jaccard_threshold,
+            rare_fraction=self.rare_fraction,
+            chunk_size=self.chunk_size,
+        )
