@@ -35,8 +35,13 @@ TORCHGEO_VERSION = _parse_version(importlib.metadata.version('torchgeo'))
 
 if TYPE_CHECKING or TORCHGEO_VERSION >= (0, 10, 0):
     from torchgeo.tasks import BaseTask
-else:  # TorchGeo < 0.10
-    from torchgeo.trainers import BaseTask
+    from torchgeo.tasks import SimCLR as SimCLRTask
+    from torchgeo.tasks.utils import extract_backbone, load_state_dict
+else:  # TorchGeo < 0.10: torchgeo.trainers, SimCLRTask
+    from torchgeo.trainers import BaseTask, SimCLRTask
+    from torchgeo.trainers.utils import extract_backbone, load_state_dict
+from torchgeo.models import get_weight
+from torchvision.models._api import WeightsEnum
 
 __all__ = (
     'TORCHGEO_VERSION',
@@ -44,9 +49,14 @@ __all__ = (
     'DatasetNotFoundError',
     'NonGeoDataModule',
     'NonGeoDataset',
+    'SimCLRTask',
+    'WeightsEnum',
     'check_sha256',
     'download_url',
     'extract_archive',
+    'extract_backbone',
+    'get_weight',
+    'load_state_dict',
 )
 
 

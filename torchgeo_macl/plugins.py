@@ -74,12 +74,20 @@ def register() -> dict[str, list[str]]:
     """
     from torchgeo_macl import datamodules, datasets, losses, tasks
 
-    return {
-        'datasets': sorted(n for n in datasets.__all__ if n[:1].isupper()),
-        'datamodules': list(datamodules.__all__),
-        'tasks': list(tasks.__all__),
-        'losses': sorted(n for n in losses.__all__ if n.endswith('Loss')),
-    }
+    found: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for module, expected in zip((datasets, datamodules, tasks, losses), KINDS):
+        classes = [
+            obj
+            for obj in (getattr(module, n) for n in module.__all__)
+            if inspect.isclass(obj)
+        ]
+        for cls in classes:
+            kind = _classify(cls)
+            # shared base classes (extended by another export) are not listed
+            is_base = any(c is not cls and issubclass(c, cls) for c in classes)
+            if kind == expected and not is_base:
+                found[kind].append(cls.__name__)
+    return {kind: sorted(names) for kind, names in found.items()}
 
 
 def _classify(obj: Any) -> str | None:

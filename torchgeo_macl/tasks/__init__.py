@@ -1,3 +1,5 @@
-"""tasks."""
+"""TorchGeo tasks for multi-label retrieval."""
 
-__all__: list[str] = []
+from .retrieval import RetrievalTask
+
+__all__ = ('RetrievalTask',)

@@ -1,3 +1,5 @@
-"""transforms."""
+"""Transforms for contrastive retrieval training."""
 
-__all__: list[str] = []
+from .views import ContrastiveViews, labels_from_masks
+
+__all__ = ('ContrastiveViews', 'labels_from_masks')

@@ -1,0 +1,322 @@
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torchgeo.main import main as torchgeo_main
+
+from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
+from torchgeo_macl.datasets import make_synthetic_dlrsd
+from torchgeo_macl.main import main as macl_main
+from torchgeo_macl.tasks import RetrievalTask
+from torchgeo_macl.tasks.retrieval import LOSS_NAMES
+from torchgeo_macl.transforms import labels_from_masks
+
+CONF = Path(__file__).parents[1] / 'conf'
+DATA = Path(__file__).parents[1] / 'data'
+FOLDERS = {'dlrsd': 'DLRSD', 'mlaid': 'AID_multilabel', 'whdld': 'WHDLD'}
+
+
+def _copy_data(name: str, tmp_path: Path) -> Path:
+    """Copy a fake dataset so that split and label caches land in tmp_path."""
+    root = tmp_path / name
+    shutil.copytree(DATA / name / FOLDERS[name], root / FOLDERS[name])
+    for cache in (root / FOLDERS[name]).glob('splits'):
+        shutil.rmtree(cache)
+    return root
+
+
+def _args(name: str, root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        '--config',
+        str(CONF / f'{name}.yaml'),
+        f'--data.init_args.root={root}',
+        f'--trainer.default_root_dir={out}',
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize('loss', LOSS_NAMES)
+@pytest.mark.parametrize('name', sorted(FOLDERS))
+def test_fit_validate_test_predict(name: str, loss: str, tmp_path: Path) -> None:
+    root = _copy_data(name, tmp_path)
+    args = _args(name, root, tmp_path / 'out', f'--model.init_args.loss={loss}')
+    torchgeo_main(['fit', *args, '--trainer.max_epochs=1'])
+    ckpt = glob.glob(str(tmp_path / 'out' / '**' / 'last.ckpt'), recursive=True)
+    assert len(ckpt) == 1
+    for command in ('validate', 'test', 'predict'):
+        torchgeo_main([command, *args, f'--ckpt_path={ckpt[0]}'])
+
+
+def test_bare_class_names_through_plugin_cli(tmp_path: Path) -> None:
+    root = _copy_data('dlrsd', tmp_path)
+    args = [
+        '--config',
+        str(CONF / 'dlrsd_bare_names.yaml'),
+        f'--data.init_args.root={root}',
+        f'--trainer.default_root_dir={tmp_path}',
+    ]
+    assert macl_main(['fit', *args, '--trainer.fast_dev_run=1']) == 0
+    assert macl_main(['test', *args, '--trainer.fast_dev_run=1']) == 0
+
+
+@pytest.fixture
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp('synthetic')
+    make_synthetic_dlrsd(root, num_images=48, image_size=32, seed=0)
+    return root
+
+
+def _datamodule(root: Path, **kwargs: Any) -> DLRSDRetrievalDataModule:
+    return DLRSDRetrievalDataModule(
+        root=str(root), batch_size=8, split_fractions=(0.5, 0.25, 0.25), **kwargs
+    )
+
+
+def _task(**kwargs: Any) -> RetrievalTask:
+    defaults: dict[str, Any] = {
+        'model': 'resnet18',
+        'embed_dim': 8,
+        'proj_hidden_dim': 16,
+        'ks': (1, 5),
+        'monitor': 'val_mAP@5',
+    }
+    defaults.update(kwargs)
+    return RetrievalTask(**defaults)
+
+
+def _trainer(out: Path, epochs: int, **kwargs: Any) -> Trainer:
+    return Trainer(
+        accelerator='cpu',
+        max_epochs=epochs,
+        default_root_dir=out,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        **kwargs,
+    )
+
+
+def test_resume_reproduces_uninterrupted_run(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from lightning.pytorch import seed_everything
+
+    seed_everything(0)
+    trainer = _trainer(tmp_path / 'full', 2)
+    trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
+    full = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    seed_everything(0)
+    first = _trainer(tmp_path / 'part', 1)
+    first.fit(_task(), datamodule=_datamodule(synthetic_root))
+    ckpt = glob.glob(str(tmp_path / 'part' / '**' / 'last.ckpt'), recursive=True)[0]
+    seed_everything(123)  # the checkpoint must restore every random state itself
+    second = _trainer(tmp_path / 'part', 2)
+    second.fit(_task(), datamodule=_datamodule(synthetic_root), ckpt_path=ckpt)
+    resumed = {k: float(v) for k, v in second.callback_metrics.items()}
+    assert 'val_mAP@5' in full
+    for key in ('val_mAP@5', 'val_NDCG@5', 'val_rare_mAP@5', 'train_loss'):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
+
+
+def test_checkpoint_loads_with_weights_only(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(tmp_path, 1, limit_train_batches=1)
+    trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
+    ckpt = glob.glob(str(tmp_path / '**' / 'last.ckpt'), recursive=True)[0]
+    data = torch.load(ckpt, map_location='cpu', weights_only=True)
+    assert 'rng_states' in data
+    task = RetrievalTask.load_from_checkpoint(ckpt, weights_only=True)
+    assert task.hparams['num_classes'] == 17
+    # normalisation of the training data travels with the checkpoint
+    assert torch.allclose(task.input_std, _datamodule(synthetic_root).std.float())
+
+
+def test_mask_aware_views_label_each_view_from_its_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task = _task(mask_aware_views=True, num_classes=3, loss='supcon', image_size=8)
+    task._min_pixel_fraction = 0.0
+    seen: dict[str, torch.Tensor] = {}
+    views: list[torch.Tensor] = []
+    original = task.views.forward
+
+    def record(image: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
+        out = original(image, mask)
+        views.append(out[1])
+        return out
+
+    def criterion(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        seen['labels'] = labels
+        return features.sum() * 0
+
+    monkeypatch.setattr(task.views, 'forward', record)
+    monkeypatch.setattr(task.criterion, 'forward', criterion)
+    mask = torch.zeros(6, 32, 32, dtype=torch.long)
+    mask[:, :4, :4] = 2  # a small corner that many crops cut out
+    mask[:, 16:] = 1
+    batch = {
+        'image': torch.randn(6, 3, 32, 32),
+        'label': torch.tensor([[1, 1, 1]] * 6),
+        'mask': mask,
+    }
+    task.log = lambda *a, **k: None  # type: ignore[method-assign]
+    task.training_step(batch, 0)
+    labels = seen['labels']
+    # each view is an item of its own: [view 1 of every image, view 2 of every image]
+    assert labels.shape == (12, 3)
+    assert torch.equal(labels[:6], labels_from_masks(views[0], 3))
+    assert torch.equal(labels[6:], labels_from_masks(views[1], 3))
+    assert labels[:, 1].all()  # the lower half is in every large enough crop
+    assert not labels[:, 2].all()  # the small corner is cut out of some crops
+
+
+def test_weights_from_local_file_and_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _task()
+    path = tmp_path / 'backbone.pth'
+    torch.save(source.backbone.state_dict(), path)
+    task = _task(weights=str(path))
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(task.backbone.state_dict()[key], value)
+
+    class FakeWeights:
+        def get_state_dict(self, **kwargs: Any) -> dict[str, torch.Tensor]:
+            return source.backbone.state_dict()
+
+    from torchgeo_macl.tasks import retrieval
+
+    monkeypatch.setattr(retrieval, 'get_weight', lambda name: FakeWeights())
+    task = _task(weights='ResNet18_Weights.SENTINEL2_RGB_MOCO')
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(task.backbone.state_dict()[key], value)
+
+
+def test_predict_returns_normalised_embeddings(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    trainer = _trainer(Path('.'), 1)
+    out: Any = trainer.predict(_task(num_classes=17), datamodule=dm)
+    emb = torch.cat([o['embedding'] for o in out])
+    idx = torch.cat([o['index'] for o in out])
+    assert emb.shape == (len(dm.predict_ids), 8)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(len(emb)), atol=1e-5)
+    assert sorted(idx.tolist()) == list(range(len(emb)))
+
+
+def test_aux_segmentation_and_smp_encoder(synthetic_root: Path, tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
+    task = _task(model='smp:resnet18', aux_seg_weight=0.5, mask_aware_views=True)
+    trainer.fit(task, datamodule=_datamodule(synthetic_root))
+    assert task.decoder is not None
+    assert 'train_seg_loss' in trainer.callback_metrics
+    assert torch.isfinite(trainer.callback_metrics['train_loss'])
+
+
+def test_bad_configurations(synthetic_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown loss 'triplet'"):
+        _task(loss='triplet')
+    with pytest.raises(ValueError, match='num_classes=5 but the datamodule'):
+        _trainer(tmp_path, 1).fit(
+            _task(num_classes=5), datamodule=_datamodule(synthetic_root)
+        )
+    with pytest.raises(ValueError, match='in_channels=4 but the datamodule'):
+        _trainer(tmp_path, 1).fit(
+            _task(in_channels=4), datamodule=_datamodule(synthetic_root)
+        )
+    with pytest.raises(
+        ValueError, match=r'in_channels=3 but the batch images .*\(4 bands\)'
+    ):
+        _task()(torch.zeros(2, 4, 16, 16))
+    with pytest.raises(ValueError, match='the bce loss takes no loss_kwargs'):
+        _task(loss='bce', loss_kwargs={'temperature': 0.1})
+
+
+def test_scheduler_warmup_then_cosine() -> None:
+    from torchgeo_macl.tasks.retrieval import _lr_lambda
+
+    f = _lr_lambda(2, 10)
+    assert f(0) == pytest.approx(1 / 3)
+    assert f(1) == pytest.approx(2 / 3)
+    assert f(2) == pytest.approx(1.0)
+    assert f(6) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(0.0)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from lightning.pytorch import Trainer, seed_everything
+    from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
+    from torchgeo_macl.tasks import RetrievalTask
+
+    root, out = sys.argv[1], sys.argv[2]
+    seed_everything(0)
+    dm = DLRSDRetrievalDataModule(root=root, batch_size=8, split_fractions=(0.5, 0.25, 0.25),
+                                  sampler='label_aware', sampler_m=2)
+    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16, ks=(1, 5),
+                         monitor='val_mAP@5')
+    kw = dict(accelerator='cpu', devices=2, strategy='ddp', logger=False,
+              enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(max_epochs=1, default_root_dir=out, use_distributed_sampler=False,
+                      num_sanity_val_steps=0, **kw)
+    trainer.fit(task, datamodule=dm)
+    gathered = bool(task.criterion.gather_distributed)
+    ckpt = trainer.checkpoint_callback.last_model_path
+    tester = Trainer(**kw)
+    metrics = tester.test(task, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    if tester.global_rank == 0:
+        with open(out + '/result.json', 'w') as f:
+            json.dump({'world_size': tester.world_size, 'gathered': gathered,
+                       'batches': len(trainer.train_dataloader), 'ckpt': ckpt,
+                       'loss': float(trainer.callback_metrics['train_loss']),
+                       'metrics': metrics}, f)
+    """
+)
+
+
+def test_ddp_fit_and_test_match_single_process(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / 'ddp_run.py'
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(synthetic_root), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / 'result.json').read_text())
+    assert result['world_size'] == 2
+    assert result['gathered'] is True
+    # the label-aware sampler splits the 24 training images' 3 batches between ranks
+    assert result['batches'] == 1
+    single = Trainer(
+        accelerator='cpu', devices=1, logger=False, enable_progress_bar=False
+    )
+    task = RetrievalTask.load_from_checkpoint(result['ckpt'], weights_only=True)
+    dm = DLRSDRetrievalDataModule(
+        root=str(synthetic_root), batch_size=8, split_fractions=(0.5, 0.25, 0.25)
+    )
+    expected = single.test(task, datamodule=dm, verbose=False)[0]
+    assert set(expected) == set(result['metrics'])
+    for key, value in expected.items():
+        assert result['metrics'][key] == pytest.approx(value, abs=1e-6), key

@@ -1,0 +1,676 @@
+"""Lightning task for multi-label contrastive image retrieval."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import kornia
+import numpy as np
+import segmentation_models_pytorch as smp
+import timm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+
+from torchgeo_macl._compat import (
+    BaseTask,
+    WeightsEnum,
+    extract_backbone,
+    get_weight,
+    load_state_dict,
+)
+from torchgeo_macl.losses import get_loss
+from torchgeo_macl.metrics import RetrievalMetrics
+from torchgeo_macl.transforms import ContrastiveViews, labels_from_masks
+
+#: Loss names accepted by :class:`RetrievalTask` (``bce`` is the classifier baseline).
+LOSS_NAMES = ('macl', 'supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent', 'bce')
+
+
+def _lr_lambda(warmup_epochs: int, max_epochs: int) -> Any:
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / (warmup_epochs + 1)
+        span = max(max_epochs - warmup_epochs, 1)
+        progress = min((epoch - warmup_epochs) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _usable_frequencies(freqs: Tensor) -> Tensor:
+    """Give labels that never occur in the training split a small positive frequency.
+
+    Args:
+        freqs: Label frequencies of the training split, in [0, 1].
+
+    Returns:
+        The frequencies, with zeros replaced by half the smallest positive one.
+
+    Raises:
+        ValueError: If no label occurs at all.
+    """
+    present = freqs > 0
+    if not present.any():
+        raise ValueError('no label occurs in the training split')
+    if present.all():
+        return freqs
+    missing = (~present).nonzero().flatten().tolist()
+    warnings.warn(
+        f'labels {missing} never occur in the training split; their frequency is set '
+        'to half the smallest observed one for the loss',
+        UserWarning,
+        stacklevel=3,
+    )
+    return torch.where(present, freqs, freqs[present].min() / 2)
+
+
+class RetrievalTask(BaseTask):  # type: ignore[misc]
+    """Contrastive (or BCE) training of an image embedding for multi-label retrieval.
+
+    Each training batch (normalised by the datamodule) is turned into two random views
+    per image on the device (:class:`~torchgeo_macl.transforms.ContrastiveViews`),
+    embedded by a backbone and a projection head, and scored by a contrastive loss from
+    :mod:`torchgeo_macl.losses` (MACL by default) that receives the train split's label
+    frequencies from the datamodule. Validation ranks the validation split against
+    itself (leave-one-out); testing ranks the test split (queries) against the train +
+    val split (database). Retrieval metrics are logged as ``val_mAP@20``,
+    ``test_NDCG@50``, ... and ``*_rare_mAP@k``; ``predict_step`` returns L2-normalised
+    embeddings with their dataset indexes, for :mod:`torchgeo_macl.retrieval`.
+    """
+
+    ignore = ('weights',)
+    monitor = 'val_mAP@20'
+    mode = 'max'
+
+    def __init__(
+        self,
+        model: str = 'resnet18',
+        weights: WeightsEnum | str | bool | None = None,
+        in_channels: int = 3,
+        num_classes: int | None = None,
+        embed_dim: int = 128,
+        proj_hidden_dim: int = 512,
+        loss: str = 'macl',
+        loss_kwargs: dict[str, Any] | None = None,
+        image_size: int | None = None,
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+        hflip: bool = True,
+        vflip: bool = True,
+        rot90: bool = True,
+        color_jitter: float = 0.4,
+        blur: float = 0.0,
+        mask_aware_views: bool = False,
+        min_pixel_fraction: float | None = None,
+        aux_seg_weight: float = 0.0,
+        freeze_backbone: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: int = 1,
+        max_epochs: int = 100,
+        ks: Sequence[int] = (10, 20, 50, 100),
+        monitor: str = 'val_mAP@20',
+    ) -> None:
+        """Initialise a new RetrievalTask.
+
+        Args:
+            model: A `timm <https://huggingface.co/docs/timm>`__ model name, or
+                ``smp:<encoder>`` for a segmentation-models-pytorch encoder.
+            weights: Initial backbone weights: None/False for random weights, True
+                for the timm (ImageNet) weights, a torchgeo weights enum or its name,
+                or the path of a Lightning checkpoint or state dict.
+            in_channels: Number of input bands.
+            num_classes: Number of labels; None takes it from the datamodule.
+            embed_dim: Dimension of the retrieval embedding.
+            proj_hidden_dim: Hidden width of the projection head.
+            loss: One of ``macl``, ``supcon``, ``jaccard_supcon``, ``mulsupcon``,
+                ``ntxent``, ``bce``.
+            loss_kwargs: Keyword arguments of the loss (see
+                :func:`torchgeo_macl.losses.get_loss`).
+            image_size: Side of the training views; None keeps the batch's size.
+            crop_scale: Area range of the random resized crop.
+            hflip: Random horizontal flips.
+            vflip: Random vertical flips.
+            rot90: Random rotations by multiples of 90 degrees.
+            color_jitter: Colour-jitter strength (0 = off).
+            blur: Probability of Gaussian blur (0 = off).
+            mask_aware_views: Recompute each view's labels from its cropped mask
+                (datasets with masks only). Each view then enters the loss as an item
+                of its own, so the two views of an image are positives of each other
+                only when their cropped labels overlap (no effect with ``ntxent``).
+            min_pixel_fraction: Pixel fraction for mask-aware labels; None takes the
+                datamodule's.
+            aux_seg_weight: Weight of an auxiliary segmentation loss from a U-Net
+                decoder on the shared encoder (datasets with masks; 0 = off).
+            freeze_backbone: Train only the projection head (and classifier).
+            lr: Peak learning rate of AdamW.
+            weight_decay: AdamW weight decay.
+            warmup_epochs: Epochs of linear warm-up before the cosine decay.
+            max_epochs: Length of the cosine schedule in epochs.
+            ks: Retrieval cut-offs.
+            monitor: Metric for checkpointing (maximised).
+
+        Raises:
+            ValueError: If the loss name or a setting is invalid.
+        """
+        if loss not in LOSS_NAMES:
+            raise ValueError(
+                f'unknown loss {loss!r}; choose one of {", ".join(LOSS_NAMES)}'
+            )
+        if aux_seg_weight < 0:
+            raise ValueError(f'aux_seg_weight must be >= 0, got {aux_seg_weight}')
+        if not ks or min(ks) < 1:
+            raise ValueError(f'ks must be positive cut-offs, got {ks}')
+        if warmup_epochs < 0 or max_epochs < 1:
+            raise ValueError(
+                f'need warmup_epochs >= 0 and max_epochs >= 1, got {warmup_epochs}, '
+                f'{max_epochs}'
+            )
+        self.weights = weights
+        super().__init__()
+        self.monitor = monitor
+
+    # ------------------------------------------------------------------ models
+    @property
+    def _uses_unet(self) -> bool:
+        return str(self.hparams['model']).startswith('smp:') or (
+            self.hparams['aux_seg_weight'] > 0
+        )
+
+    def configure_models(self) -> None:
+        """Build the backbone, projection head and (when needed) heads."""
+        hp = self.hparams
+        name: str = hp['model']
+        self.decoder: nn.Module | None = None
+        self.seg_head: nn.Module | None = None
+        self.classifier: nn.Module | None = None
+        if self._uses_unet:
+            encoder_name = name[4:] if name.startswith('smp:') else f'tu-{name}'
+            unet = smp.Unet(
+                encoder_name=encoder_name,
+                encoder_weights=None,
+                in_channels=hp['in_channels'],
+                classes=max(int(hp['num_classes'] or 1), 1),
+            )
+            self.backbone: nn.Module = unet.encoder
+            num_features = int(unet.encoder.out_channels[-1])
+            if hp['aux_seg_weight'] > 0 and hp['num_classes'] is not None:
+                self.decoder = unet.decoder
+                self.seg_head = unet.segmentation_head
+        else:
+            self.backbone = timm.create_model(
+                name,
+                in_chans=hp['in_channels'],
+                num_classes=0,
+                pretrained=self.weights is True,
+            )
+            num_features = int(getattr(self.backbone, 'num_features'))  # noqa: B009
+        self._load_weights()
+        # Input preprocessing of the training data, saved with the checkpoint so that
+        # images from files can be embedded the same way (see :meth:`preprocess`).
+        bands = int(hp['in_channels'])
+        self.input_mean: Tensor
+        self.input_std: Tensor
+        self.input_size: Tensor
+        self.register_buffer('input_mean', torch.zeros(bands))
+        self.register_buffer('input_std', torch.full((bands,), 255.0))
+        self.register_buffer('input_size', torch.zeros((), dtype=torch.long))
+        self.projection = nn.Sequential(
+            nn.Linear(num_features, hp['proj_hidden_dim']),
+            nn.BatchNorm1d(hp['proj_hidden_dim']),
+            nn.ReLU(inplace=True),
+            nn.Linear(hp['proj_hidden_dim'], hp['embed_dim']),
+        )
+        if hp['loss'] == 'bce' and hp['num_classes'] is not None:
+            self.classifier = nn.Linear(hp['embed_dim'], hp['num_classes'])
+        if hp['freeze_backbone']:
+            for p in self.backbone.parameters():
+                p.requires_grad = False
+        self.views = ContrastiveViews(
+            size=hp['image_size'],
+            crop_scale=tuple(hp['crop_scale']),  # type: ignore[arg-type]
+            hflip=hp['hflip'],
+            vflip=hp['vflip'],
+            rot90=hp['rot90'],
+            color_jitter=hp['color_jitter'],
+            blur=hp['blur'],
+        )
+
+    def _load_weights(self) -> None:
+        weights = self.weights
+        if not weights or weights is True:
+            return
+        if isinstance(weights, WeightsEnum):
+            state_dict = weights.get_state_dict(progress=True)
+        elif isinstance(weights, str) and os.path.exists(weights):
+            state_dict = self._read_checkpoint(weights)
+        elif isinstance(weights, str):
+            state_dict = get_weight(weights).get_state_dict(progress=True)
+        else:
+            raise ValueError(f'unsupported weights: {weights!r}')
+        target = self.backbone
+        if self._uses_unet:
+            target = getattr(self.backbone, 'model', self.backbone)
+        load_state_dict(target, dict(state_dict))
+
+    @staticmethod
+    def _read_checkpoint(path: str) -> dict[str, Tensor]:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+        if isinstance(data, dict) and 'state_dict' in data:
+            hparams = data.get('hyper_parameters', {})
+            if 'model' in hparams and any(
+                k.startswith('backbone.') for k in data['state_dict']
+            ):
+                return {
+                    k[len('backbone.') :]: v
+                    for k, v in data['state_dict'].items()
+                    if k.startswith('backbone.')
+                }
+            _, state_dict = extract_backbone(path)
+            return dict(state_dict)
+        if isinstance(data, dict):
+            return {str(k): v for k, v in data.items()}
+        raise ValueError(f'{path} is neither a Lightning checkpoint nor a state dict')
+
+    def configure_losses(self) -> None:
+        """Build the loss criterion."""
+        hp = self.hparams
+        kwargs = dict(hp['loss_kwargs'] or {})
+        if hp['loss'] == 'bce':
+            if kwargs:
+                raise ValueError(f'the bce loss takes no loss_kwargs, got {kwargs}')
+            self.criterion: nn.Module | None = None
+        else:
+            self.criterion = get_loss(hp['loss'], **kwargs)
+
+    def configure_metrics(self) -> None:
+        """Build the retrieval metrics of validation and test."""
+        ks = tuple(int(k) for k in self.hparams['ks'])
+        self.val_metrics = RetrievalMetrics(ks=ks, leave_one_out=True)
+        self.test_metrics = RetrievalMetrics(ks=ks, leave_one_out=False)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Take the number of labels, label frequencies and normalisation from the data.
+
+        Args:
+            stage: Lightning stage.
+
+        Raises:
+            ValueError: If ``num_classes`` disagrees with the datamodule.
+        """
+        dm = getattr(self.trainer, 'datamodule', None) if self._trainer else None
+        if dm is None:
+            return
+        hp = self.hparams
+        dm_classes = getattr(dm, 'num_classes', None)
+        if dm_classes is not None:
+            if hp['num_classes'] is None:
+                hp['num_classes'] = int(dm_classes)
+                self._build_heads()
+            elif int(hp['num_classes']) != int(dm_classes):
+                raise ValueError(
+                    f'num_classes={hp["num_classes"]} but the datamodule '
+                    f'{type(dm).__name__} has {dm_classes} labels'
+                )
+        if hp['min_pixel_fraction'] is None:
+            self._min_pixel_fraction = float(getattr(dm, 'min_pixel_fraction', 0.0))
+        else:
+            self._min_pixel_fraction = float(hp['min_pixel_fraction'])
+        mean, std = getattr(dm, 'mean', None), getattr(dm, 'std', None)
+        if mean is not None and std is not None:
+            bands = self.input_mean.shape[0]
+            mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+            std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+            if mean_t.numel() not in (1, bands) or std_t.numel() not in (1, bands):
+                raise ValueError(
+                    f'in_channels={bands} but the datamodule {type(dm).__name__} '
+                    f'normalises {mean_t.numel()} bands'
+                )
+            self.input_mean.copy_(mean_t.expand(bands))
+            self.input_std.copy_(std_t.expand(bands))
+        size = getattr(dm, 'image_size', None)
+        self.input_size.fill_(int(size) if size else 0)
+        self.views.set_normalization(self.input_mean, self.input_std)
+        if stage == 'fit' and self.criterion is not None:
+            freqs = getattr(dm, 'label_frequencies', None)
+            setter = getattr(self.criterion, 'set_label_frequencies', None)
+            if freqs is not None and setter is not None:
+                setter(_usable_frequencies(torch.as_tensor(freqs, dtype=torch.float32)))
+        if (
+            self.criterion is not None
+            and hasattr(self.criterion, 'gather_distributed')
+            and self.trainer.world_size > 1
+        ):
+            # negatives come from the global batch, as in the single-process run
+            setattr(self.criterion, 'gather_distributed', True)  # noqa: B010
+        if (hp['mask_aware_views'] or hp['aux_seg_weight'] > 0) and not getattr(
+            dm, 'has_masks', False
+        ):
+            raise ValueError(
+                f'mask_aware_views and aux_seg_weight need masks, but '
+                f'{type(dm).__name__} provides none'
+            )
+
+    def _build_heads(self) -> None:
+        """Create the heads that need ``num_classes`` once it is known."""
+        hp = self.hparams
+        device = next(self.projection.parameters()).device
+        if hp['loss'] == 'bce' and self.classifier is None:
+            self.classifier = nn.Linear(hp['embed_dim'], hp['num_classes']).to(device)
+        if hp['aux_seg_weight'] > 0 and self.decoder is None:
+            encoder_name = (
+                hp['model'][4:]
+                if hp['model'].startswith('smp:')
+                else f'tu-{hp["model"]}'
+            )
+            unet = smp.Unet(
+                encoder_name=encoder_name,
+                encoder_weights=None,
+                in_channels=hp['in_channels'],
+                classes=hp['num_classes'],
+            )
+            self.decoder = unet.decoder.to(device)
+            self.seg_head = unet.segmentation_head.to(device)
+
+    # ------------------------------------------------------------------ forward
+    def preprocess(self, image: Tensor) -> Tensor:
+        """Resize and normalise raw images as the training datamodule did.
+
+        Args:
+            image: Images ``[B, C, H, W]`` in 0..255.
+
+        Returns:
+            Images resized to the training size (when one was set) and normalised
+            with the training data's mean and standard deviation.
+        """
+        self._check_input(image)
+        image = image.float()
+        size = int(self.input_size)
+        if size > 0 and tuple(image.shape[-2:]) != (size, size):
+            image = kornia.geometry.transform.resize(
+                image, (size, size), interpolation='bilinear', antialias=True
+            )
+        mean = self.input_mean.view(1, -1, 1, 1)
+        std = self.input_std.view(1, -1, 1, 1)
+        return (image - mean) / std
+
+    def _check_input(self, image: Tensor) -> None:
+        if image.ndim != 4 or image.shape[1] != self.hparams['in_channels']:
+            raise ValueError(
+                f'in_channels={self.hparams["in_channels"]} but the batch images have '
+                f'shape {tuple(image.shape)} ({image.shape[1] if image.ndim == 4 else "?"} '
+                'bands)'
+            )
+
+    def _features(self, image: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+        if self._uses_unet:
+            maps: list[Tensor] = list(self.backbone(image))
+            pooled = F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)
+            return pooled, maps
+        return self.backbone(image), None
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Embed images.
+
+        Args:
+            image: Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            L2-normalised embeddings ``[B, embed_dim]``.
+        """
+        self._check_input(image)
+        pooled, _ = self._features(image)
+        return F.normalize(self.projection(pooled), dim=-1)
+
+    def training_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """Compute the training loss on two random views of every image.
+
+        Args:
+            batch: Batch with 'image', 'label' and optionally 'mask'.
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+
+        Returns:
+            The loss.
+
+        Raises:
+            ValueError: If the labels do not match ``num_classes``.
+        """
+        hp = self.hparams
+        image: Tensor = batch['image']
+        labels: Tensor = batch['label']
+        self._check_input(image)
+        if hp['num_classes'] is not None and labels.shape[-1] != hp['num_classes']:
+            raise ValueError(
+                f'num_classes={hp["num_classes"]} but the batch labels have '
+                f'{labels.shape[-1]} columns'
+            )
+        mask: Tensor | None = batch.get('mask')
+        use_mask = mask is not None and (
+            hp['mask_aware_views'] or hp['aux_seg_weight'] > 0
+        )
+        b = image.shape[0]
+        v1, m1 = self.views(image, mask if use_mask else None)
+        v2, m2 = self.views(image, mask if use_mask else None)
+        views = torch.cat([v1, v2])
+        pooled, maps = self._features(views)
+        z = self.projection(pooled)
+        if hp['mask_aware_views'] and m1 is not None and m2 is not None:
+            view_labels = labels_from_masks(
+                torch.cat([m1, m2]), labels.shape[-1], self._min_pixel_fraction
+            )
+        else:
+            view_labels = torch.cat([labels, labels])
+        if self.criterion is None:
+            assert self.classifier is not None
+            logits = self.classifier(z)
+            loss = F.binary_cross_entropy_with_logits(logits, view_labels.float())
+        else:
+            if hp['mask_aware_views'] and hp['loss'] != 'ntxent':
+                # every view is an item of its own, labelled by its own crop: two views
+                # of one image are positives when their cropped labels overlap
+                loss = self.criterion(z.unsqueeze(1), view_labels)
+            else:
+                loss = self.criterion(z.reshape(2, b, -1).transpose(0, 1), labels)
+        if (
+            hp['aux_seg_weight'] > 0
+            and maps is not None
+            and m1 is not None
+            and m2 is not None
+        ):
+            assert self.decoder is not None
+            assert self.seg_head is not None
+            seg_logits = self.seg_head(self.decoder(maps))
+            seg_loss = F.cross_entropy(seg_logits, torch.cat([m1, m2]))
+            self.log('train_seg_loss', seg_loss, batch_size=b)
+            loss = loss + hp['aux_seg_weight'] * seg_loss
+        with torch.no_grad():
+            spread = F.normalize(z.detach().float(), dim=-1).std(dim=0).mean()
+        self.log('train_loss', loss, batch_size=b, prog_bar=True)
+        self.log('train_embedding_std', spread, batch_size=b)
+        return loss
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Embed a validation batch for leave-one-out retrieval.
+
+        Args:
+            batch: Batch with 'image', 'label' and 'index'.
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+        """
+        self.val_metrics.update(
+            self(batch['image']), batch['label'], batch.get('index')
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        """Rank the validation split against itself and log the metrics."""
+        self._log_metrics(self.val_metrics, 'val')
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Embed a test batch: dataloader 0 holds queries, 1 the database.
+
+        Args:
+            batch: Batch with 'image', 'label' and 'index'.
+            batch_idx: Index of the batch.
+            dataloader_idx: 0 for queries (test split), 1 for the database.
+        """
+        self.test_metrics.update(
+            self(batch['image']),
+            batch['label'],
+            batch.get('index'),
+            database=dataloader_idx == 1,
+        )
+
+    def on_test_epoch_end(self) -> None:
+        """Rank test queries against the database and log the metrics."""
+        self._log_metrics(self.test_metrics, 'test')
+
+    def _log_metrics(self, metric: RetrievalMetrics, prefix: str) -> None:
+        if not metric.update_called:
+            return
+        ks = metric.ks
+        usable = tuple(k for k in ks if k <= self._database_size(metric))
+        if usable != ks:
+            if not self.trainer.sanity_checking:
+                warnings.warn(
+                    f'{prefix}: cut-offs {sorted(set(ks) - set(usable))} exceed the '
+                    f'{self._database_size(metric)} items each query can retrieve; '
+                    'they are not logged',
+                    UserWarning,
+                    stacklevel=2,
+                )
+            metric.ks = usable
+        try:
+            values = metric.compute() if usable else {}
+        finally:
+            metric.ks = ks
+            metric.reset()
+        self.log_dict(
+            {f'{prefix}_{k}': v for k, v in values.items() if v.numel() == 1},
+            sync_dist=False,
+        )
+
+    @staticmethod
+    def _database_size(metric: RetrievalMetrics) -> int:
+        """Items each query can retrieve (after de-duplication by index)."""
+        role = 'query' if metric.leave_one_out else 'database'
+        parts = getattr(metric, f'{role}_indexes')
+        if isinstance(parts, list) and parts:
+            count = int(torch.unique(torch.cat(parts)).numel())
+        else:
+            emb = getattr(metric, f'{role}_embeddings')
+            count = sum(len(e) for e in emb) if isinstance(emb, list) else len(emb)
+        return count - 1 if metric.leave_one_out else count
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """Embed a batch for indexing.
+
+        Args:
+            batch: Batch with 'image' and optionally 'index' and 'label'.
+            batch_idx: Index of the batch.
+            dataloader_idx: Index of the dataloader.
+
+        Returns:
+            'embedding' (L2-normalised), and 'index' / 'label' when the batch has them.
+        """
+        out = {'embedding': self(batch['image'])}
+        for key in ('index', 'label'):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+    # ------------------------------------------------------------------ optim
+    def configure_optimizers(self) -> Any:
+        """AdamW with linear warm-up and cosine decay, stepped per epoch.
+
+        Returns:
+            Optimizer and learning-rate scheduler.
+        """
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = AdamW(params, lr=hp['lr'], weight_decay=hp['weight_decay'])
+        scheduler = LambdaLR(
+            optimizer, _lr_lambda(hp['warmup_epochs'], hp['max_epochs'])
+        )
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'interval': 'epoch'},
+        }
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Checkpoint the best model by the monitored retrieval metric (maximised).
+
+        Returns:
+            The checkpoint callback.
+        """
+        return [
+            ModelCheckpoint(
+                monitor=self.monitor, mode=self.mode, save_last=True, save_top_k=1
+            )
+        ]
+
+    # ------------------------------------------------------------------ state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the random states the views and samplers draw from.
+
+        Args:
+            checkpoint: Checkpoint being written.
+        """
+        state: Any = np.random.get_state(legacy=True)
+        _, keys, pos, has_gauss, cached = state
+        version, internal, gauss = random.getstate()
+        # Plain tensors and numbers only, so the checkpoint loads with weights_only=True
+        checkpoint['rng_states'] = {
+            'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            'numpy': [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            'python': [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the random states saved by :meth:`on_save_checkpoint`.
+
+        Args:
+            checkpoint: Checkpoint being loaded.
+        """
+        hp = checkpoint.get('hyper_parameters', {})
+        if (
+            self.hparams.get('num_classes') is None
+            and hp.get('num_classes') is not None
+        ):
+            self.hparams['num_classes'] = hp['num_classes']
+            self._build_heads()
+        states = checkpoint.get('rng_states')
+        fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
+        if not states or not fitting:
+            return
+        torch.set_rng_state(states['torch'])
+        if states['cuda'] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states['cuda'])
+        keys, pos, has_gauss, cached = states['numpy']
+        np.random.set_state(
+            (
+                'MT19937',
+                keys.numpy().astype(np.uint32),
+                int(pos),
+                int(has_gauss),
+                float(cached),
+            )
+        )
+        version, internal, gauss = states['python']
+        random.setstate((int(version), tuple(int(x) for x in internal.tolist()), gauss))
