@@ -191,6 +191,198 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+@subcommand(
+    'demo',
+    'Train MACL and SupCon on the synthetic archive, evaluate, index, search, report.',
+    arg('--out', default='outputs/demo', help='output folder (default: %(default)s)'),
+    arg(
+        '--num-images',
+        type=int,
+        default=840,
+        help='archive size (default: %(default)s)',
+    ),
+    arg('--image-size', type=int, default=64, help='image side (default: %(default)s)'),
+    arg(
+        '--epochs', type=int, default=10, help='epochs per loss (default: %(default)s)'
+    ),
+    arg('--batch-size', type=int, default=64, help='batch size (default: %(default)s)'),
+    arg('--seed', type=int, default=0, help='seed (default: %(default)s)'),
+    arg('--model', default='resnet18', help='timm backbone (default: %(default)s)'),
+    arg('--no-progress', action='store_true', help='hide progress bars'),
+)
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from torchgeo_macl.demo import DemoConfig, run_demo
+
+    run_demo(
+        DemoConfig(
+            out=Path(args.out),
+            num_images=args.num_images,
+            image_size=args.image_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            model=args.model,
+            progress=not args.no_progress,
+        )
+    )
+    return 0
+
+
+def _datamodule_from_config(path: str) -> Any:
+    """Instantiate the datamodule of a YAML config (a ``data:`` section or bare)."""
+    import importlib
+
+    import yaml
+
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    section = config.get('data', config)
+    if not isinstance(section, dict) or 'class_path' not in section:
+        raise ValueError(
+            f'{path}: no datamodule class_path found (expected data.class_path)'
+        )
+    name = str(section['class_path'])
+    if '.' in name:
+        module, _, cls = name.rpartition('.')
+        target = getattr(importlib.import_module(module), cls)
+    else:
+        import torchgeo.datamodules
+
+        import torchgeo_macl.datamodules
+
+        target = getattr(torchgeo_macl.datamodules, name, None) or getattr(
+            torchgeo.datamodules, name, None
+        )
+        if target is None:
+            raise ValueError(f'{path}: unknown datamodule {name!r}')
+    return target(**(section.get('init_args') or {}))
+
+
+@subcommand(
+    'index',
+    'Embed an archive with a trained checkpoint and build a faiss index.',
+    arg('--ckpt', required=True, help='RetrievalTask checkpoint'),
+    arg('--data', required=True, help='datamodule YAML config, or a folder of images'),
+    arg(
+        '--out',
+        required=True,
+        help='index path prefix (writes OUT.faiss, OUT.json, ...)',
+    ),
+    arg('--kind', default='flat', choices=('flat', 'ivf', 'hnsw', 'ivfpq')),
+    arg(
+        '--split',
+        default='all',
+        choices=('database', 'test', 'all'),
+        help='datamodule images to index (default: %(default)s)',
+    ),
+    arg('--batch-size', type=int, default=64),
+    arg('--accelerator', default='auto'),
+)
+def _index(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from torchgeo_macl.retrieval import EmbeddingIndex
+    from torchgeo_macl.retrieval.archive import (
+        ArchiveInfo,
+        embed_datamodule,
+        embed_images,
+        list_images,
+        load_task,
+        model_fingerprint,
+        read_image,
+        save_archive_info,
+    )
+
+    task = load_task(args.ckpt)
+    bands = int(task.hparams['in_channels'])
+    classes: list[str] = []
+    if os.path.isdir(args.data):
+        files = list_images(args.data)
+        embeddings_parts = []
+        for start in tqdm(range(0, len(files), args.batch_size), desc='embedding'):
+            chunk = [
+                read_image(p, bands) for p in files[start : start + args.batch_size]
+            ]
+            embeddings_parts.append(embed_images(task, chunk, args.batch_size))
+        import torch
+
+        embeddings = torch.cat(embeddings_parts)
+        root = Path(args.data)
+        ids = [str(p.relative_to(root).with_suffix('')) for p in files]
+        labels = None
+        sources = {i: str(p.resolve()) for i, p in zip(ids, files)}
+    else:
+        dm = _datamodule_from_config(args.data)
+        dm.predict_split = args.split
+        dm.setup('predict')
+        embeddings, ids, labels = embed_datamodule(
+            task, dm, accelerator=args.accelerator
+        )
+        dataset = dm.predict_dataset
+        parts = getattr(dataset, 'datasets', [dataset])
+        sources = {
+            i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)
+        }
+        classes = list(getattr(dm, 'classes', []))
+    fingerprint = model_fingerprint(task)
+    index = EmbeddingIndex(embeddings.shape[1], args.kind, model_id=fingerprint)
+    index.add(embeddings, ids, labels)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    index.save(args.out)
+    save_archive_info(
+        args.out, ArchiveInfo(os.path.abspath(args.ckpt), fingerprint, classes, sources)
+    )
+    print(f'indexed {len(index)} images ({args.kind}) into {args.out}')
+    return 0
+
+
+@subcommand(
+    'search',
+    'Search an index with image files or archive ids; print the top-K.',
+    arg('queries', nargs='+', metavar='QUERY', help='image file or id of the index'),
+    arg('--index', required=True, help='index path prefix given to `index --out`'),
+    arg('--ckpt', required=True, help='the checkpoint the index was built with'),
+    arg('-k', type=int, default=10, help='results per query (default: %(default)s)'),
+    arg('--grid', default=None, help='also write a PNG grid of the results'),
+)
+def _search(args: argparse.Namespace) -> int:
+    from torchgeo_macl.retrieval import EmbeddingIndex
+    from torchgeo_macl.retrieval.archive import (
+        load_archive_info,
+        load_task,
+        plot_search_grid,
+        search_archive,
+    )
+
+    task = load_task(args.ckpt)
+    index = EmbeddingIndex.load(args.index)
+    info = load_archive_info(args.index)
+    results = search_archive(index, info, task, args.queries, k=args.k)
+    for query, hits in results:
+        print(f'query: {query}')
+        print(f'  {"rank":>4}  {"score":>7}  {"id":<32} labels')
+        for h in hits:
+            shared = (
+                '' if h.shared is None else f'  (shared: {", ".join(h.shared) or "-"})'
+            )
+            print(
+                f'  {h.rank:>4}  {h.score:7.4f}  {h.id:<32} {", ".join(h.labels)}{shared}'
+            )
+    if args.grid:
+        import matplotlib
+
+        matplotlib.use('Agg')
+        fig = plot_search_grid(results, info, columns=min(args.k, 8))
+        fig.savefig(args.grid, dpi=110)
+        print(f'grid: {args.grid}')
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``torchgeo-macl`` command line.
 
@@ -212,7 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 0
-    return SUBCOMMANDS[ns.command].run(ns)
+    try:
+        return SUBCOMMANDS[ns.command].run(ns)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f'torchgeo-macl {ns.command}: error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':
