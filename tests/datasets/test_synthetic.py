@@ -183,3 +183,19 @@ def test_read_by_torchgeo(archive: Path) -> None:
     mask = seg[0]['mask']
     assert int(mask.min()) >= 0
     assert int(mask.max()) <= 16
+
+
+def test_max_rate_controls_the_head_of_the_distribution(tmp_path: Path) -> None:
+    low = make_synthetic_dlrsd(
+        tmp_path / 'low', num_images=84, image_size=32, max_rate=0.2
+    )
+    high = make_synthetic_dlrsd(
+        tmp_path / 'high', num_images=84, image_size=32, max_rate=0.9
+    )
+    freq_low = DLRSD(low.parent, split='train').label_frequencies
+    freq_high = DLRSD(high.parent, split='train').label_frequencies
+    assert freq_high.max() > freq_low.max()
+    with pytest.raises(ValueError, match='max_rate'):
+        make_synthetic_dlrsd(
+            tmp_path / 'bad', num_images=21, image_size=32, max_rate=0.0
+        )

@@ -285,14 +285,18 @@ def _textures(rng: np.random.Generator, size: int) -> NDArray[np.float32]:
 
 
 def _sample_labels(
-    rng: np.random.Generator, scenes: NDArray[np.int64], zipf_exponent: float
+    rng: np.random.Generator,
+    scenes: NDArray[np.int64],
+    zipf_exponent: float,
+    max_rate: float = 0.4,
 ) -> NDArray[np.bool_]:
     """Draw the planned labels of every image (vectorised over images).
 
     Args:
         rng: Random generator.
         scenes: Scene index of every image [N].
-        zipf_exponent: Exponent s of the base rates 0.8 * rank^-s.
+        zipf_exponent: Exponent s of the base rates max_rate * rank^-s.
+        max_rate: Base rate of the most frequent class.
 
     Returns:
         bool [N, 17] with at least one area class and every object's host.
@@ -300,7 +304,7 @@ def _sample_labels(
     num = len(scenes)
     rate = np.zeros(NUM_CLASSES)
     ranks = np.arange(1, NUM_CLASSES + 1, dtype=np.float64)
-    rate[list(FREQUENCY_ORDER)] = 0.8 * ranks**-zipf_exponent
+    rate[list(FREQUENCY_ORDER)] = max_rate * ranks**-zipf_exponent
     boost = np.zeros((len(SCENES), NUM_CLASSES), dtype=bool)
     for s, name in enumerate(SCENES):
         boost[s, list(SCENE_CLASSES[name])] = True
@@ -491,6 +495,7 @@ def make_synthetic_dlrsd(
     image_size: int = 128,
     seed: int = 0,
     zipf_exponent: float = 1.0,
+    max_rate: float = 0.4,
     palette_jitter: float = 12.0,
     noise_std: float = 8.0,
     make_archive: bool = False,
@@ -502,7 +507,7 @@ def make_synthetic_dlrsd(
     ``<root>/DLRSD/Labels/<scene>/<scene>NN.png`` (palette PNG, values 1..17) and
     ``<root>/DLRSD/multilabels.csv`` (the DLRSD header, labels equal to the classes
     present in each mask) for the 21 UC Merced scene folders, images dealt to the
-    scenes in turn. Label rates follow ``0.8 * rank ** -zipf_exponent`` over a fixed
+    scenes in turn. Label rates follow ``max_rate * rank ** -zipf_exponent`` over a fixed
     class ranking (pavement most common, airplane rarest), raised for the classes
     typical of an image's scene; objects always sit on a host class (ship and dock
     on sea or water, airplane and cars on pavement, tanks on bare soil or pavement,
@@ -516,6 +521,9 @@ def make_synthetic_dlrsd(
         image_size: Side of the square images in pixels (at least 16).
         seed: Random seed.
         zipf_exponent: Exponent of the long-tailed label rates (0: flat).
+        max_rate: Base rate in (0, 1] of the most frequent class; scene classes are
+            raised to 0.85 in their scenes and co-occurrence rules add hosts, so the
+            observed frequencies are higher.
         palette_jitter: Std of the per-image colour shift of every class (0..255).
         noise_std: Maximum std of the per-pixel noise (0..255).
         make_archive: Also write ``<root>/DLRSD.zip`` (deterministic zip).
@@ -547,7 +555,9 @@ def make_synthetic_dlrsd(
 
     rng = np.random.default_rng(seed)
     scenes = np.arange(num_images, dtype=np.int64) % len(SCENES)
-    planned = _sample_labels(rng, scenes, zipf_exponent)
+    if not 0.0 < max_rate <= 1.0:
+        raise ValueError(f'max_rate must be in (0, 1], got {max_rate}.')
+    planned = _sample_labels(rng, scenes, zipf_exponent, max_rate)
     fields = _smooth_fields(rng, 8, 2 * image_size, 6)
     textures = _textures(rng, 2 * image_size)
     noise = rng.standard_normal((2 * image_size, 2 * image_size, 3), dtype=np.float32)
