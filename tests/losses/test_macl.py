@@ -11,7 +11,7 @@ DEFAULTS = {
     'w_max': 10.0,
     'beta': 1.0,
     'tau0': 0.1,
-    'gamma_j': 0.5,
+    'gamma_j': 0.0,
     'gamma_rho': 0.3,
     'tau_min': 0.03,
     'tau_max': 0.5,
