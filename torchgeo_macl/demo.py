@@ -42,6 +42,8 @@ class DemoConfig:
         out: Output folder.
         num_images: Images in the synthetic archive.
         image_size: Side of the synthetic images.
+        train_size: Side the images are resized to on the device for training and
+            retrieval.
         epochs: Training epochs per loss.
         batch_size: Images per batch.
         seed: Seed of the archive, the split and the training.
@@ -55,7 +57,8 @@ class DemoConfig:
     out: Path = Path('outputs/demo')
     num_images: int = 840
     image_size: int = 64
-    epochs: int = 10
+    train_size: int = 32
+    epochs: int = 8
     batch_size: int = 64
     seed: int = 0
     losses: tuple[str, ...] = ('macl', 'supcon')
@@ -127,6 +130,7 @@ def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
     dm = DLRSDRetrievalDataModule(
         root=str(data_root),
         batch_size=cfg.batch_size,
+        image_size=cfg.train_size,
         seed=cfg.seed,
         split_seed=cfg.seed,
     )
@@ -137,7 +141,9 @@ def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
         proj_hidden_dim=256,
         max_epochs=cfg.epochs,
         warmup_epochs=1,
-        lr=2e-3,
+        lr=1e-3,
+        image_size=cfg.train_size,
+        color_jitter=0.1,
         ks=cfg.ks,
         monitor='val_mAP@20',
         **cfg.extra_task_args,
@@ -258,6 +264,10 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     Returns:
         Path of ``report.md``.
+
+    Raises:
+        ValueError: If the archive is too small for a validation split of more than
+            20 images (models are selected by validation mAP@20).
     """
     from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
     from torchgeo_macl.datasets import DLRSD, make_synthetic_dlrsd
@@ -279,6 +289,13 @@ def run_demo(cfg: DemoConfig) -> Path:
     make_synthetic_dlrsd(
         data_root, num_images=cfg.num_images, image_size=cfg.image_size, seed=cfg.seed
     )
+    val_size = len(DLRSD(root=str(data_root), split='val', split_seed=cfg.seed))
+    if val_size <= 20:
+        raise ValueError(
+            f'num_images={cfg.num_images} is too small for the demo: the validation '
+            f'split has {val_size} images, and models are selected by validation '
+            'mAP@20, which needs at least 21; use about 250 images or more'
+        )
     runs = []
     for loss in cfg.losses:
         print(f'[demo] training {loss} for {cfg.epochs} epochs')
@@ -289,7 +306,12 @@ def run_demo(cfg: DemoConfig) -> Path:
     print('[demo] indexing the database and searching')
     task = load_task(runs[0].checkpoint)
     dm = DLRSDRetrievalDataModule(
-        root=str(data_root), batch_size=cfg.batch_size, seed=cfg.seed
+        root=str(data_root),
+        batch_size=cfg.batch_size,
+        image_size=cfg.train_size,
+        seed=cfg.seed,
+        split_seed=cfg.seed,
+        predict_split='database',
     )
     dm.setup('predict')
     embeddings, ids, labels = embed_datamodule(
@@ -328,7 +350,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         '',
         (
             f'Synthetic DLRSD-layout archive ({cfg.num_images} images, '
-            f'{cfg.image_size} px, seed {cfg.seed}), {cfg.model} trained from scratch '
+            f'{cfg.image_size} px, resized to {cfg.train_size} px, seed {cfg.seed}), '
+            f'{cfg.model} trained from scratch '
             f'for {cfg.epochs} epochs per loss on the CPU, batch size {cfg.batch_size}. '
             'Queries: the test split; database: train + val. Ranking by cosine '
             'similarity.'

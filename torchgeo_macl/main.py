@@ -203,6 +203,13 @@ def _plugins(args: argparse.Namespace) -> int:
     ),
     arg('--image-size', type=int, default=64, help='image side (default: %(default)s)'),
     arg(
+        '--train-size',
+        type=int,
+        default=32,
+        help='side images are resized to for training and retrieval '
+        '(default: %(default)s)',
+    ),
+    arg(
         '--epochs', type=int, default=10, help='epochs per loss (default: %(default)s)'
     ),
     arg('--batch-size', type=int, default=64, help='batch size (default: %(default)s)'),
@@ -220,6 +227,7 @@ def _demo(args: argparse.Namespace) -> int:
             out=Path(args.out),
             num_images=args.num_images,
             image_size=args.image_size,
+            train_size=args.train_size,
             epochs=args.epochs,
             batch_size=args.batch_size,
             seed=args.seed,
@@ -299,6 +307,9 @@ def _index(args: argparse.Namespace) -> int:
     )
 
     task = load_task(args.ckpt)
+    # identify the checkpoint as loaded: embedding a datamodule runs the task's setup,
+    # which may overwrite its preprocessing buffers with the datamodule's settings
+    fingerprint = model_fingerprint(task)
     bands = int(task.hparams['in_channels'])
     classes: list[str] = []
     if os.path.isdir(args.data):
@@ -329,7 +340,6 @@ def _index(args: argparse.Namespace) -> int:
             i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)
         }
         classes = list(getattr(dm, 'classes', []))
-    fingerprint = model_fingerprint(task)
     index = EmbeddingIndex(embeddings.shape[1], args.kind, model_id=fingerprint)
     index.add(embeddings, ids, labels)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,7 +70,14 @@ def load_task(checkpoint: str | os.PathLike[str]) -> RetrievalTask:
         task: RetrievalTask = RetrievalTask.load_from_checkpoint(
             path, map_location='cpu', weights_only=True
         )
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+    except (
+        EOFError,
+        KeyError,
+        RuntimeError,
+        TypeError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as exc:
         raise ValueError(f'{path} is not a RetrievalTask checkpoint: {exc}') from exc
     task.eval()
     return task
@@ -146,19 +154,25 @@ def embed_images(
     Args:
         task: The trained task.
         images: Images ``[C, H, W]`` in 0..255 (resized to the training size when
-            the task was trained with one; otherwise they must share one size).
+            the task was trained with one; otherwise embedded at their own size).
         batch_size: Images per forward pass.
 
     Returns:
         L2-normalised embeddings ``[N, embed_dim]``.
     """
     device = next(task.parameters()).device
-    out = []
+    out: list[Tensor] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         size = int(task.input_size)
         if size > 0:
             batch = torch.cat([task.preprocess(img[None].to(device)) for img in chunk])
+        elif len({tuple(img.shape) for img in chunk}) > 1:
+            # no training size to resize to: images of different sizes go one by one
+            out.extend(
+                task(task.preprocess(img[None].to(device))).cpu() for img in chunk
+            )
+            continue
         else:
             batch = task.preprocess(torch.stack(list(chunk)).to(device))
         out.append(task(batch).cpu())
@@ -326,10 +340,12 @@ def search_archive(
         is an id of the archive).
 
     Raises:
-        ValueError: If the model does not match the index, or a query is an image
-            with the wrong number of bands.
+        ValueError: If ``k`` is not positive, the model does not match the index,
+            or a query is an image with the wrong number of bands.
         FileNotFoundError: If a query is neither an existing file nor an archive id.
     """
+    if k < 1:
+        raise ValueError(f'k must be a positive number of results, got {k}')
     fingerprint = model_fingerprint(task)
     if index.model_id is not None and index.model_id != fingerprint:
         raise ValueError(
