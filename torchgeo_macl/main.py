@@ -209,9 +209,7 @@ def _plugins(args: argparse.Namespace) -> int:
         help='side images are resized to for training and retrieval '
         '(default: %(default)s)',
     ),
-    arg(
-        '--epochs', type=int, default=10, help='epochs per loss (default: %(default)s)'
-    ),
+    arg('--epochs', type=int, default=8, help='epochs per loss (default: %(default)s)'),
     arg('--batch-size', type=int, default=64, help='batch size (default: %(default)s)'),
     arg('--seed', type=int, default=0, help='seed (default: %(default)s)'),
     arg('--model', default='resnet18', help='timm backbone (default: %(default)s)'),
