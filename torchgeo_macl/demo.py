@@ -331,7 +331,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     generator = torch.Generator().manual_seed(cfg.seed)
     picks = torch.randperm(len(test), generator=generator)[: cfg.queries].tolist()
     queries = [test.image_paths[i] for i in picks]
-    results = search_archive(index, info, task, queries, k=8)
+    results = search_archive(
+        index, info, task, queries, k=8, query_labels=[test.labels[i] for i in picks]
+    )
     _save_figure(
         plot_search_grid(results, info, columns=8), cfg.out / 'retrieval_grid.png'
     )

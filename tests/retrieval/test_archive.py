@@ -707,3 +707,29 @@ def test_load_archive_info_invalid(tmp_path: Path, text: str, message: str) -> N
     with pytest.raises(ValueError, match=re.escape(message)) as exc:
         load_archive_info(tmp_path / 'index')
     assert f'invalid archive sidecar {path}' in str(exc.value)
+
+
+def test_search_with_known_query_labels_marks_shared_labels(indexed: Archive) -> None:
+    from torchgeo_macl.retrieval import EmbeddingIndex
+    from torchgeo_macl.retrieval.archive import (
+        load_archive_info,
+        load_task,
+        search_archive,
+    )
+
+    test = DLRSD(root=str(indexed.root), split='test', split_fractions=SPLIT_FRACTIONS)
+    index = EmbeddingIndex.load(indexed.index)
+    info = load_archive_info(indexed.index)
+    task = load_task(indexed.ckpt)
+    query = test.image_paths[0]
+    unknown = search_archive(index, info, task, [query], k=3)
+    assert all(hit.shared is None for hit in unknown[0][1])
+    known = search_archive(
+        index, info, task, [query], k=3, query_labels=[test.labels[0]]
+    )
+    names = {test.classes[c] for c in test.labels[0].nonzero().flatten().tolist()}
+    for hit in known[0][1]:
+        assert hit.shared is not None
+        assert set(hit.shared) == names & set(hit.labels)
+    with pytest.raises(ValueError, match='1 query labels given for 2 queries'):
+        search_archive(index, info, task, [query, query], query_labels=[None])

@@ -325,6 +325,7 @@ def search_archive(
     task: RetrievalTask,
     queries: Sequence[str],
     k: int = 10,
+    query_labels: Sequence[Tensor | None] | None = None,
 ) -> list[tuple[str, list[SearchHit]]]:
     """Search an indexed archive with image files or ids of the archive.
 
@@ -334,6 +335,8 @@ def search_archive(
         task: The model that produced the index.
         queries: Image file paths or ids stored in the index.
         k: Results per query.
+        query_labels: Known multi-hot labels of the queries (None entries for
+            unknown ones); labels of archive ids are taken from the index.
 
     Returns:
         For every query, the query and its hits (the query itself excluded when it
@@ -355,16 +358,22 @@ def search_archive(
         )
     position = {id_: i for i, id_ in enumerate(index.ids)}
     bands = int(task.hparams['in_channels'])
+    if query_labels is not None and len(query_labels) != len(queries):
+        raise ValueError(
+            f'{len(query_labels)} query labels given for {len(queries)} queries'
+        )
     images: list[Tensor] = []
-    query_labels: list[Tensor | None] = []
+    known: list[Tensor | None] = []
     all_labels = index.labels
-    for q in queries:
+    for qi, q in enumerate(queries):
+        given = None if query_labels is None else query_labels[qi]
         if os.path.isfile(q):
             images.append(read_image(q, bands))
-            query_labels.append(None)
+            known.append(given)
         elif q in position and q in info.sources:
             images.append(read_image(info.sources[q], bands))
-            query_labels.append(None if all_labels is None else all_labels[position[q]])
+            stored = None if all_labels is None else all_labels[position[q]]
+            known.append(given if given is not None else stored)
         else:
             raise FileNotFoundError(
                 f'query {q!r} is neither an image file nor an id of the index'
@@ -386,7 +395,7 @@ def search_archive(
             if all_labels is not None:
                 row = all_labels[pos]
                 names = _names(row, info.classes)
-                ql = query_labels[qi]
+                ql = known[qi]
                 if ql is not None:
                     shared = _names(row * ql, info.classes)
             hits.append(SearchHit(len(hits) + 1, id_, float(s), names, shared))
