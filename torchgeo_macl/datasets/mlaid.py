@@ -11,16 +11,15 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from .._compat import extract_archive
 from .utils import (
     PathLike,
     RetrievalDataset,
     check_split_fractions,
+    find_or_extract,
     load_or_create_split,
     manual_download_error,
     read_multilabel_csv,
     split_file_name,
-    verify_zip,
 )
 
 __all__ = ('MLAID',)
@@ -277,12 +276,5 @@ class MLAID(RetrievalDataset):
                 downloaded automatically).
             RuntimeError: If the archive is corrupted.
         """
-        if os.path.isdir(os.path.join(self.root, self.directory)):
-            return
-        archive = os.path.join(self.root, self.filename)
-        if os.path.isfile(archive):
-            if self.checksum and not verify_zip(archive):
-                raise RuntimeError('Dataset found, but corrupted.')
-            extract_archive(archive)
-            return
-        raise self._not_found()
+        if not find_or_extract(self.root, self.directory, self.filename, self.checksum):
+            raise self._not_found()

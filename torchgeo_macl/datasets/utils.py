@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-from .._compat import DatasetNotFoundError, NonGeoDataset
+from .._compat import DatasetNotFoundError, NonGeoDataset, extract_archive
 
 __all__ = (
     'PathLike',
@@ -126,6 +126,35 @@ def verify_zip(path: PathLike) -> bool:
             return archive.testzip() is None
     except (zipfile.BadZipFile, OSError, EOFError):
         return False
+
+
+def find_or_extract(
+    root: PathLike, directory: str, filename: str, checksum: bool
+) -> bool:
+    """Find a manually downloaded dataset, extracting its zip archive if needed.
+
+    Args:
+        root: Root directory of the dataset.
+        directory: Folder the archive extracts to, under ``root``.
+        filename: Name of the zip archive, under ``root``.
+        checksum: Check the CRC-32 of every archive member before extracting.
+
+    Returns:
+        True if the extracted folder exists (now), False if neither it nor the
+        archive was found.
+
+    Raises:
+        RuntimeError: If the archive is corrupted.
+    """
+    if os.path.isdir(os.path.join(root, directory)):
+        return True
+    archive = os.path.join(root, filename)
+    if not os.path.isfile(archive):
+        return False
+    if checksum and not verify_zip(archive):
+        raise RuntimeError('Dataset found, but corrupted.')
+    extract_archive(archive)
+    return True
 
 
 def manual_download_error(

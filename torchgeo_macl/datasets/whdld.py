@@ -13,19 +13,18 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-from .._compat import extract_archive
 from .utils import (
     PathLike,
     RetrievalDataset,
     check_split_fractions,
     decode_index_mask,
     decode_rgb_mask,
+    find_or_extract,
     labels_from_pixel_counts,
     load_or_compute_pixel_counts,
     load_or_create_split,
     manual_download_error,
     split_file_name,
-    verify_zip,
 )
 
 __all__ = ('WHDLD',)
@@ -256,12 +255,5 @@ class WHDLD(RetrievalDataset):
                 downloaded automatically).
             RuntimeError: If the archive is corrupted.
         """
-        if os.path.isdir(os.path.join(self.root, self.directory)):
-            return
-        archive = os.path.join(self.root, self.filename)
-        if os.path.isfile(archive):
-            if self.checksum and not verify_zip(archive):
-                raise RuntimeError('Dataset found, but corrupted.')
-            extract_archive(archive)
-            return
-        raise self._not_found()
+        if not find_or_extract(self.root, self.directory, self.filename, self.checksum):
+            raise self._not_found()
