@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from .dlrsd import DLRSD
 from .utils import PathLike
 
 __all__ = ('make_synthetic_dlrsd',)
@@ -203,27 +204,8 @@ TEXTURE_AMPLITUDE: NDArray[np.float32] = np.array(
     dtype=np.float32,
 )  # fmt: skip
 
-#: Palette of the mask PNGs (index 0 unused, index c + 1 = class c).
-MASK_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0),
-    (166, 202, 240),
-    (128, 128, 0),
-    (0, 0, 128),
-    (255, 0, 0),
-    (0, 128, 0),
-    (128, 0, 0),
-    (255, 233, 233),
-    (160, 160, 164),
-    (0, 128, 128),
-    (90, 87, 255),
-    (255, 255, 0),
-    (255, 192, 0),
-    (0, 0, 255),
-    (255, 0, 192),
-    (128, 0, 128),
-    (0, 255, 0),
-    (0, 255, 255),
-)
+#: Palette of the mask PNGs (index 0 unused, index c + 1 = class c): DLRSD's colours.
+MASK_PALETTE: tuple[tuple[int, int, int], ...] = ((0, 0, 0), *(DLRSD.colormap or ()))
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
