@@ -6,6 +6,8 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from ..datasets.utils import labels_from_pixel_counts
+
 
 def labels_from_masks(
     mask: Tensor, num_classes: int, min_pixel_fraction: float = 0.0
@@ -29,10 +31,6 @@ def labels_from_masks(
     """
     if mask.ndim != 3:
         raise ValueError(f'mask must be [B, H, W], got shape {tuple(mask.shape)}')
-    if not 0.0 <= min_pixel_fraction <= 1.0:
-        raise ValueError(
-            f'min_pixel_fraction must be in [0, 1], got {min_pixel_fraction}'
-        )
     b = mask.shape[0]
     flat = mask.reshape(b, -1).long()
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_classes):
@@ -40,12 +38,11 @@ def labels_from_masks(
         raise ValueError(f'mask holds class id {bad}, outside 0..{num_classes - 1}')
     offsets = torch.arange(b, device=mask.device).unsqueeze(1) * num_classes
     counts = torch.bincount((flat + offsets).reshape(-1), minlength=b * num_classes)
-    counts = counts.reshape(b, num_classes)
-    pixels = max(flat.shape[1], 1)
-    present = counts > 0
-    if min_pixel_fraction > 0:
-        present &= counts >= min_pixel_fraction * pixels
-    return present.long()
+    # the datasets' rule, so a view's labels agree with its image's at full extent
+    labels = labels_from_pixel_counts(
+        counts.reshape(b, num_classes).cpu(), min_pixel_fraction
+    )
+    return torch.from_numpy(labels).to(mask.device)
 
 
 class ContrastiveViews(nn.Module):
