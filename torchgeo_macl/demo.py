@@ -97,13 +97,6 @@ def _save_figure(fig: Any, path: Path) -> None:
             os.remove(tmp)
 
 
-def _sources(datamodule: Any) -> dict[str, str]:
-    """Map the predict split's ids to their image files."""
-    dataset = datamodule.predict_dataset
-    parts = getattr(dataset, 'datasets', [dataset])
-    return {i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)}
-
-
 @dataclass
 class LossRun:
     """What the demo keeps of one trained loss."""
@@ -274,6 +267,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     from torchgeo_macl.retrieval import EmbeddingIndex
     from torchgeo_macl.retrieval.archive import (
         ArchiveInfo,
+        datamodule_sources,
         embed_datamodule,
         load_task,
         model_fingerprint,
@@ -324,7 +318,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     index_path.parent.mkdir(parents=True, exist_ok=True)
     index.save(index_path)
     info = ArchiveInfo(
-        str(runs[0].checkpoint), fingerprint, list(DLRSD.classes), _sources(dm)
+        str(runs[0].checkpoint),
+        fingerprint,
+        list(DLRSD.classes),
+        datamodule_sources(dm),
     )
     save_archive_info(index_path, info)
     test = DLRSD(root=str(data_root), split='test', split_seed=cfg.seed)

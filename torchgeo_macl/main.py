@@ -295,6 +295,7 @@ def _index(args: argparse.Namespace) -> int:
     from torchgeo_macl.retrieval import EmbeddingIndex
     from torchgeo_macl.retrieval.archive import (
         ArchiveInfo,
+        datamodule_sources,
         embed_datamodule,
         embed_images,
         list_images,
@@ -332,11 +333,7 @@ def _index(args: argparse.Namespace) -> int:
         embeddings, ids, labels = embed_datamodule(
             task, dm, accelerator=args.accelerator
         )
-        dataset = dm.predict_dataset
-        parts = getattr(dataset, 'datasets', [dataset])
-        sources = {
-            i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)
-        }
+        sources = datamodule_sources(dm)
         classes = list(getattr(dm, 'classes', []))
     index = EmbeddingIndex(embeddings.shape[1], args.kind, model_id=fingerprint)
     index.add(embeddings, ids, labels)

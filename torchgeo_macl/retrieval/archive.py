@@ -227,6 +227,20 @@ def embed_datamodule(
     return embeddings, ids, labels
 
 
+def datamodule_sources(datamodule: LightningDataModule) -> dict[str, str]:
+    """Map the ids of a datamodule's predict split to their image files.
+
+    Args:
+        datamodule: A retrieval datamodule after ``setup('predict')``.
+
+    Returns:
+        Absolute image path of every id.
+    """
+    dataset = getattr(datamodule, 'predict_dataset', None)
+    parts = getattr(dataset, 'datasets', [dataset])
+    return {i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)}
+
+
 @dataclass
 class ArchiveInfo:
     """What an index needs besides the vectors to answer searches.
