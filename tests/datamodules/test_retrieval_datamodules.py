@@ -115,6 +115,18 @@ class TestRetrievalDataModules:
         query_indexes = [i for b in queries for i in b['index'].tolist()]
         assert query_indexes == list(range(len(test_ds)))
 
+    def test_val_queries(self, cls: type[RetrievalDataModule], tmp_path: Path) -> None:
+        dm = make(cls, tmp_path, query_split='val')
+        dm.setup('test')
+        queries, database = dm.test_dataloader()
+        val = dm._split('val')
+        assert queries.dataset is val
+        assert isinstance(database.dataset, IndexedConcatDataset)
+        assert database.dataset.ids == dm._split('train').ids
+        assert not set(val.ids) & set(database.dataset.ids)
+        indexes = [i for b in database for i in b['index'].tolist()]
+        assert indexes == list(range(len(database.dataset)))
+
     @pytest.mark.parametrize(
         ('split', 'parts'),
         [
@@ -231,6 +243,8 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         DLRSDRetrievalDataModule(root=str(tmp_path), sampler='foo')
     with pytest.raises(ValueError, match='Invalid predict_split'):
         DLRSDRetrievalDataModule(root=str(tmp_path), predict_split='foo')
+    with pytest.raises(ValueError, match="Invalid query_split 'train'"):
+        MLAIDRetrievalDataModule(root=str(tmp_path), query_split='train')
     with pytest.raises(ValueError, match='batch_size'):
         DLRSDRetrievalDataModule(root=str(tmp_path), batch_size=0)
     with pytest.raises(ValueError, match='image_size'):

@@ -146,6 +146,21 @@ class TestMLAIDLayout:
         assert len(other) == 3
         assert (root / 'AID_multilabel' / 'splits' / 'mlaid_seed3_75-25.json').is_file()
 
+    def test_split_dir_and_no_test_folder(self, root: Path, tmp_path: Path) -> None:
+        # a read-only archive: the split file goes elsewhere, nothing is written
+        # under the root, and the test folder may be missing
+        shutil.rmtree(root / 'AID_multilabel' / 'images_test')
+        before = sorted(p.name for p in (root / 'AID_multilabel').rglob('*'))
+        splits = tmp_path / 'my_splits'
+        train = MLAID(root, split='train', split_dir=splits)
+        val = MLAID(root, split='val', split_dir=splits)
+        assert sorted(p.name for p in (root / 'AID_multilabel').rglob('*')) == before
+        content = json.loads((splits / 'mlaid_seed0_90-10.json').read_text())
+        assert content['splits'] == {'train': train.ids, 'val': val.ids}
+        assert MLAID(root, split='val', split_dir=splits).ids == val.ids
+        with pytest.raises(DatasetNotFoundError, match='images_test'):
+            MLAID(root, split='test', split_dir=splits)
+
 
 class TestMLAIDErrors:
     def test_csv_row_width(self, root: Path) -> None:

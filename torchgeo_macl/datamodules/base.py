@@ -27,6 +27,8 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 _SAMPLERS = ('random', 'label_aware')
+#: Query split of the test loader -> the splits that form its database.
+_QUERY_SPLITS = {'test': ('train', 'val'), 'val': ('train',)}
 _PREDICT_SPLITS = {
     'database': ('train', 'val'),
     'test': ('test',),
@@ -194,8 +196,10 @@ class RetrievalDataModule(NonGeoDataModule):
       ``Trainer(use_distributed_sampler=False)`` since the sampler already splits
       batches between ranks).
     * ``val_dataloader``: the val split.
-    * ``test_dataloader``: ``[queries, database]``: the test split, then train +
-      val whose ``'index'`` is the position in that concatenation.
+    * ``test_dataloader``: ``[queries, database]``: the ``query_split`` ('test':
+      the test split against train + val; 'val': the val split against train, for
+      model selection without touching the test split), the database's
+      ``'index'`` being the position in its concatenation.
     * ``predict_dataloader``: ``predict_split`` ('database' = train + val, 'test',
       or 'all' = train + val + test), with :attr:`predict_ids` in the same order.
 
@@ -220,6 +224,7 @@ class RetrievalDataModule(NonGeoDataModule):
         sampler_sigma: float = 0.5,
         seed: int = 0,
         predict_split: str = 'database',
+        query_split: str = 'test',
         **kwargs: Any,
     ) -> None:
         """Initialize a new RetrievalDataModule instance.
@@ -237,6 +242,8 @@ class RetrievalDataModule(NonGeoDataModule):
                 (0: natural frequencies, 1: uniform over labels).
             seed: Seed of the training order.
             predict_split: 'database', 'test' or 'all'.
+            query_split: Queries of the test loader: 'test' (database train +
+                val) or 'val' (database train).
             **kwargs: Keyword arguments of ``dataset_class`` (root, download, ...).
 
         Raises:
@@ -255,6 +262,11 @@ class RetrievalDataModule(NonGeoDataModule):
                 f'Invalid predict_split {predict_split!r}; expected one of '
                 f'{tuple(_PREDICT_SPLITS)}.'
             )
+        if query_split not in _QUERY_SPLITS:
+            raise ValueError(
+                f'Invalid query_split {query_split!r}; expected one of '
+                f'{tuple(_QUERY_SPLITS)}.'
+            )
         super().__init__(dataset_class, batch_size, num_workers, **kwargs)
         self.retrieval_dataset_class = dataset_class
         self.image_size = image_size
@@ -263,6 +275,7 @@ class RetrievalDataModule(NonGeoDataModule):
         self.sampler_sigma = sampler_sigma
         self.seed = seed
         self.predict_split = predict_split
+        self.query_split = query_split
         self.collate_fn = functools.partial(retrieval_collate, size=image_size)
         self._splits: dict[str, RetrievalDataset] = {}
         self.database_dataset: IndexedConcatDataset | None = None
@@ -298,10 +311,8 @@ class RetrievalDataModule(NonGeoDataModule):
         if stage in ('fit', 'validate'):
             self.val_dataset = self._split('val')
         if stage == 'test':
-            self.test_dataset = self._split('test')
-            self.database_dataset = IndexedConcatDataset(
-                [self._split('train'), self._split('val')]
-            )
+            self.test_dataset = self._split(self.query_split)
+            self.database_dataset = self._database()
         if stage == 'predict':
             parts = [self._split(s) for s in _PREDICT_SPLITS[self.predict_split]]
             predict = IndexedConcatDataset(parts)
@@ -434,18 +445,27 @@ class RetrievalDataModule(NonGeoDataModule):
         self.val_dataset = self._split('val')
         return self._loader(self.val_dataset)
 
+    def _database(self) -> IndexedConcatDataset:
+        """The retrieval database of the test loader's queries.
+
+        Returns:
+            train + val for ``query_split='test'``, train for ``'val'``.
+        """
+        return IndexedConcatDataset(
+            [self._split(s) for s in _QUERY_SPLITS[self.query_split]]
+        )
+
     def test_dataloader(self) -> list[DataLoader[dict[str, Tensor]]]:  # type: ignore[override]
         """Return the query and database loaders.
 
         Returns:
-            ``[queries (test split), database (train + val)]``; the database
-            samples' ``'index'`` is their position in the train + val concatenation.
+            ``[queries, database]``: ``query_split`` and its database (see the
+            class documentation); the database samples' ``'index'`` is their
+            position in the database.
         """
-        self.test_dataset = self._split('test')
+        self.test_dataset = self._split(self.query_split)
         if self.database_dataset is None:
-            self.database_dataset = IndexedConcatDataset(
-                [self._split('train'), self._split('val')]
-            )
+            self.database_dataset = self._database()
         return [self._loader(self.test_dataset), self._loader(self.database_dataset)]
 
     def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:

@@ -27,6 +27,7 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
         sampler_sigma: float = 0.5,
         seed: int = 0,
         predict_split: str = 'database',
+        query_split: str = 'test',
         label_source: str = 'mask',
         min_pixel_fraction: float = 0.0,
         split_seed: int = 0,
@@ -48,6 +49,8 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
             sampler_sigma: Label-frequency smoothing of the label-aware sampler.
             seed: Seed of the training order.
             predict_split: 'database' (train + val), 'test' or 'all'.
+            query_split: Queries of the test loader: 'test' (against train + val)
+                or 'val' (against train).
             label_source: 'mask' or 'csv'.
             min_pixel_fraction: Pixel fraction a class needs to count as a label.
             split_seed: Seed of the stratified split.
@@ -66,6 +69,7 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
             sampler_sigma=sampler_sigma,
             seed=seed,
             predict_split=predict_split,
+            query_split=query_split,
             root=root,
             label_source=label_source,
             min_pixel_fraction=min_pixel_fraction,

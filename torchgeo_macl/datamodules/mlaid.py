@@ -30,6 +30,8 @@ class MLAIDRetrievalDataModule(RetrievalDataModule):
         predict_split: str = 'database',
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        split_dir: str | None = None,
+        query_split: str = 'test',
         download: bool = False,
         checksum: bool = False,
     ) -> None:
@@ -48,6 +50,10 @@ class MLAIDRetrievalDataModule(RetrievalDataModule):
             predict_split: 'database' (train + val), 'test' or 'all'.
             val_fraction: Fraction of the training images held out for validation.
             split_seed: Seed of the stratified validation split.
+            split_dir: Directory of the split files; None keeps them under
+                ``root`` (see :class:`~torchgeo_macl.datasets.MLAID`).
+            query_split: Queries of the test loader: 'test' (against train + val)
+                or 'val' (against train; model selection without the test folder).
             download: ML-AID cannot be downloaded; kept for a uniform interface.
             checksum: If True, check the CRC-32 of the archive's members.
         """
@@ -61,9 +67,11 @@ class MLAIDRetrievalDataModule(RetrievalDataModule):
             sampler_sigma=sampler_sigma,
             seed=seed,
             predict_split=predict_split,
+            query_split=query_split,
             root=root,
             val_fraction=val_fraction,
             split_seed=split_seed,
+            split_dir=split_dir,
             download=download,
             checksum=checksum,
         )

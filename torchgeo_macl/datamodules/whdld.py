@@ -27,6 +27,7 @@ class WHDLDRetrievalDataModule(RetrievalDataModule):
         sampler_sigma: float = 0.5,
         seed: int = 0,
         predict_split: str = 'database',
+        query_split: str = 'test',
         min_pixel_fraction: float = 0.0,
         split_seed: int = 0,
         split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
@@ -47,6 +48,8 @@ class WHDLDRetrievalDataModule(RetrievalDataModule):
             sampler_sigma: Label-frequency smoothing of the label-aware sampler.
             seed: Seed of the training order.
             predict_split: 'database' (train + val), 'test' or 'all'.
+            query_split: Queries of the test loader: 'test' (against train + val)
+                or 'val' (against train).
             min_pixel_fraction: Pixel fraction a class needs to count as a label.
             split_seed: Seed of the stratified split.
             split_fractions: Train, val and test fractions.
@@ -64,6 +67,7 @@ class WHDLDRetrievalDataModule(RetrievalDataModule):
             sampler_sigma=sampler_sigma,
             seed=seed,
             predict_split=predict_split,
+            query_split=query_split,
             root=root,
             min_pixel_fraction=min_pixel_fraction,
             split_seed=split_seed,

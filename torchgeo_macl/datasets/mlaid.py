@@ -118,6 +118,7 @@ class MLAID(RetrievalDataset):
         checksum: bool = False,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        split_dir: PathLike | None = None,
     ) -> None:
         """Initialize a new MLAID instance.
 
@@ -133,6 +134,9 @@ class MLAID(RetrievalDataset):
                 ``<root>/AID_multilabel.zip`` before extracting it.
             val_fraction: Fraction of ``images_tr`` held out as the 'val' split.
             split_seed: Seed of the stratified validation split.
+            split_dir: Directory of the split files; None keeps them next to the
+                images in ``<root>/AID_multilabel/splits`` (use another directory
+                when ``root`` is read-only).
 
         Raises:
             DatasetNotFoundError: If the dataset is not found.
@@ -174,7 +178,8 @@ class MLAID(RetrievalDataset):
             labels = all_labels
         else:
             self.split_path = os.path.join(
-                base, 'splits', split_file_name('mlaid', split_seed, fractions)
+                os.path.join(base, 'splits') if split_dir is None else split_dir,
+                split_file_name('mlaid', split_seed, fractions),
             )
             splits = load_or_create_split(
                 self.split_path,
