@@ -40,6 +40,9 @@ def macl_reference(
     tau_min: float,
     tau_max: float,
     kappa: float,
+    pair_weighting: str = 'mean',
+    anchor_alpha: float = 0.0,
+    temperature_mode: str = 'pair',
 ) -> float:
     """MACL as written in DESIGN.md section 5 and the MACLLoss docstring."""
     b, v, _ = features.shape
@@ -59,18 +62,29 @@ def macl_reference(
         union = sets[i] | sets[j]
         return len(sets[i] & sets[j]) / len(union) if union else 0.0
 
-    def weight(i: int, j: int) -> float:
-        shared = sets[i] & sets[j]
-        omega = sum(w[k] for k in shared) / len(shared) if shared else 1.0
-        return omega * jaccard(i, j) ** beta
+    def clipped(exponent: float, k: int) -> float:
+        return min(max((geo_mean / f[k]) ** exponent, 1 / w_max), w_max)
 
-    losses = []
+    def omega(i: int, j: int, carriers: dict[int, int]) -> float:
+        shared = sets[i] & sets[j]
+        if not shared:
+            return 1.0
+        if pair_weighting == 'balanced':
+            return sum(w[k] / carriers[k] for k in shared)
+        total = sum(w[k] for k in shared)
+        return total / len(shared) if pair_weighting == 'mean' else total
+
+    def mean_jaccard(i: int) -> float:
+        return sum(jaccard(i, j) for j in range(b) if j != i) / max(b - 1, 1)
+
+    losses, counts = [], []
     for a in range(b * v):
         i = a // v
         rho = max((rarity[k] for k in sets[i]), default=0.0)
 
         def tau(j: int, i: int = i, rho: float = rho) -> float:
-            t = tau0 * (1 - gamma_j * jaccard(i, j)) * (1 - gamma_rho * rho)
+            overlap = mean_jaccard(i) if temperature_mode == 'row' else jaccard(i, j)
+            t = tau0 * (1 - gamma_j * overlap) * (1 - gamma_rho * rho)
             return min(max(t, tau_min), tau_max)
 
         others = [o for o in range(b * v) if o != a]
@@ -84,14 +98,22 @@ def macl_reference(
         ]
         if not positives:
             continue
-        total = sum(weight(i, p // v) for p in positives)
+        carriers = {k: sum(k in sets[p // v] for p in positives) for k in sets[i]}
+
+        def weight(p: int, i: int = i, carriers: dict[int, int] = carriers) -> float:
+            return omega(i, p // v, carriers) * jaccard(i, p // v) ** beta
+
+        total = sum(weight(p) for p in positives)
+        anchor = max((clipped(anchor_alpha, k) for k in sets[i]), default=1.0)
         losses.append(
-            -sum(
-                weight(i, p // v) / total * (_dot(z[a], z[p]) / tau(p // v) - log_den)
+            -anchor
+            * sum(
+                weight(p) / total * (_dot(z[a], z[p]) / tau(p // v) - log_den)
                 for p in positives
             )
         )
-    return sum(losses) / len(losses) if losses else 0.0
+        counts.append(anchor)
+    return sum(losses) / sum(counts) if losses else 0.0
 
 
 def mulsupcon_reference(

@@ -66,11 +66,23 @@ def test_all_off_equals_supcon_multi_label(v: int, batch_factory) -> None:
         {'beta': 2.0, 'kappa': 0.4},
         {'gamma_j': 1.0, 'gamma_rho': 1.0, 'tau_min': 0.05},
         {'alpha': 0.0, 'gamma_rho': 0.0, 'beta': 0.5},
+        {'pair_weighting': 'balanced'},
+        {'pair_weighting': 'balanced', 'alpha': 0.0, 'beta': 0.0},
+        {'pair_weighting': 'sum', 'alpha': 1.0, 'kappa': 0.3},
+        {'pair_weighting': 'sum', 'alpha': 0.0},
+        {'anchor_alpha': 1.0, 'w_max': 4.0},
+        {'temperature_mode': 'row', 'gamma_j': 0.6},
+        {
+            'pair_weighting': 'balanced',
+            'anchor_alpha': 0.5,
+            'temperature_mode': 'row',
+            'gamma_j': 0.3,
+        },
     ],
 )
 @pytest.mark.parametrize('v', [1, 2, 3])
 def test_matches_slow_reference(
-    params: dict[str, float], v: int, macl_ref, batch_factory
+    params: dict[str, float | str], v: int, macl_ref, batch_factory
 ) -> None:
     kwargs = {**DEFAULTS, **params}
     features, labels = batch_factory(7, v, 5, len(FREQS), p=0.4, seed=10 + v)
@@ -210,9 +222,13 @@ def test_missing_frequencies_raise() -> None:
         {'tau0': 0.01},
         {'tau0': 0.9},
         {'alpha': float('nan')},
+        {'anchor_alpha': -1.0},
+        {'anchor_alpha': float('inf')},
+        {'pair_weighting': 'median'},
+        {'temperature_mode': 'anchor'},
     ],
 )
-def test_bad_parameters(kwargs: dict[str, float]) -> None:
+def test_bad_parameters(kwargs: dict[str, float | str]) -> None:
     with pytest.raises(ValueError, match='MACLLoss'):
         MACLLoss(**kwargs)
 
@@ -230,3 +246,82 @@ def test_label_weights_and_rarity() -> None:
     flat = MACLLoss(label_frequencies=[0.2, 0.2])
     assert torch.all(flat.label_rarity() == 0)
     assert torch.all(flat.label_weights() == 1)
+
+
+def test_balanced_gives_each_label_of_the_anchor_its_share() -> None:
+    # anchor 0 = {0, 3}: label 0 is carried by images 1, 2, 3, label 3 by image 4
+    labels = torch.tensor(
+        [
+            [1, 0, 0, 1, 0],
+            [1, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0],
+            [0, 0, 0, 1, 0],
+            [0, 1, 0, 0, 0],
+        ]
+    )
+    loss = MACLLoss(**{**OFF, 'pair_weighting': 'balanced'})
+    weights, _ = loss.pair_terms(labels, views=1)
+    # one view per image: the lone carrier of label 3 gets half of the target,
+    # the three carriers of label 0 share the other half
+    assert weights[0, 4] == pytest.approx(1.0)
+    assert weights[0, 1] == weights[0, 2] == weights[0, 3] == pytest.approx(1 / 3)
+    assert weights[0, 5] == 0
+    # with SupCon's uniform weights the lone carrier would get a quarter
+    plain, _ = MACLLoss(**OFF).pair_terms(labels, views=1)
+    assert plain[0, 4] / plain[0, 1:5].sum() == pytest.approx(1 / 4)
+    assert weights[0, 4] / weights[0, 1:5].sum() == pytest.approx(1 / 2)
+
+
+def test_balanced_weights_rare_labels_by_alpha() -> None:
+    labels = torch.tensor([[1, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 1, 0]])
+    off = {**OFF, 'pair_weighting': 'balanced'}
+    even, _ = MACLLoss(label_frequencies=FREQS, **off).pair_terms(labels, views=1)
+    rare, _ = MACLLoss(label_frequencies=FREQS, **{**off, 'alpha': 1.0}).pair_terms(
+        labels, views=1
+    )
+    assert even[0, 1] == even[0, 2]
+    # label 3 (frequency 0.05) outweighs label 0 (0.6) by the ratio of frequencies
+    assert rare[0, 2] / rare[0, 1] == pytest.approx(0.6 / 0.05)
+
+
+def test_sum_weighs_the_shared_co_occurrence() -> None:
+    labels = torch.tensor([[1, 0, 0, 1, 0], [1, 0, 0, 1, 0], [1, 0, 0, 0, 0]])
+    loss = MACLLoss(label_frequencies=FREQS, **{**OFF, 'pair_weighting': 'sum'})
+    weights, _ = loss.pair_terms(labels)
+    # alpha = 0: every label weighs 1 and the pair weight is the shared count
+    assert weights[0, 1] == 2
+    assert weights[0, 2] == 1
+    loss = MACLLoss(
+        label_frequencies=FREQS, **{**OFF, 'pair_weighting': 'sum', 'alpha': 1.0}
+    )
+    weights, _ = loss.pair_terms(labels)
+    w = loss.label_weights()
+    assert weights[0, 1] == pytest.approx(float(w[0] + w[3]))
+    assert weights[0, 2] == pytest.approx(float(w[0]))
+
+
+def test_rare_anchor_counts_more(batch_factory) -> None:
+    features, _ = batch_factory(3, 2, 4, len(FREQS), seed=3)
+    labels = torch.tensor([[1, 0, 0, 0, 0], [1, 0, 0, 0, 1], [0, 0, 0, 0, 1]])
+    loss = MACLLoss(label_frequencies=FREQS, **{**OFF, 'anchor_alpha': 1.0})
+    a = loss.anchor_weights(labels.double())
+    w = MACLLoss(label_frequencies=FREQS, alpha=1.0).label_weights()
+    torch.testing.assert_close(a, torch.stack([w[0], w[4], w[4]]))
+    assert torch.all(MACLLoss(**OFF).anchor_weights(labels.double()) == 1)
+    # equal anchor weights leave the loss unchanged (they cancel in the mean)
+    same = torch.tensor([[1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
+    torch.testing.assert_close(loss(features, same), MACLLoss(**OFF)(features, same))
+    assert loss(features, labels) != MACLLoss(**OFF)(features, labels)
+
+
+def test_row_temperature_is_uniform_within_a_row() -> None:
+    labels = torch.tensor(
+        [[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 0, 1, 1, 0], [0, 0, 0, 0, 1]]
+    )
+    loss = MACLLoss(**{**OFF, 'gamma_j': 0.5, 'temperature_mode': 'row'})
+    _, tau = loss.pair_terms(labels)
+    assert torch.all(tau == tau[:, :1])
+    mean_j = (2 / 3 + 1 / 4 + 0) / 3
+    assert tau[0, 0] == pytest.approx(0.1 * (1 - 0.5 * mean_j))
+    assert tau[3, 0] == pytest.approx(0.1)  # shares nothing with the batch

@@ -17,6 +17,11 @@ from .utils import (
 
 __all__ = ('MACLLoss',)
 
+#: Ways of turning label weights into pair weights.
+PAIR_WEIGHTINGS = ('mean', 'sum', 'balanced')
+#: Ways of applying the overlap term of the dynamic temperature.
+TEMPERATURE_MODES = ('pair', 'row')
+
 
 class MACLLoss(ContrastiveLossBase):
     r"""Multi-label adaptive contrastive loss (MACL).
@@ -99,6 +104,9 @@ class MACLLoss(ContrastiveLossBase):
         tau_min: float = 0.03,
         tau_max: float = 0.5,
         kappa: float = 0.0,
+        pair_weighting: str = 'mean',
+        anchor_alpha: float = 0.0,
+        temperature_mode: str = 'pair',
         gather_distributed: bool = False,
     ) -> None:
         """Initialise the loss.
@@ -124,6 +132,19 @@ class MACLLoss(ContrastiveLossBase):
             tau_max: Upper clamp of the pair temperature. Default 0.5.
             kappa: Smallest Jaccard index of a positive pair of different images,
                 in ``[0, 1]`` (0: any shared label). Default 0.
+            pair_weighting: How the label weights make the pair weight
+                ``omega``: ``'mean'`` over the shared labels, ``'sum'`` over
+                the shared labels (the weight of the shared co-occurrence), or
+                ``'balanced'`` (each label of the anchor gets a target share
+                proportional to its weight, split between the positives that
+                carry it).
+            anchor_alpha: Exponent of the anchor weights (>= 0; 0 weighs every
+                anchor alike): the loss of an anchor is weighted by the largest
+                label weight of its image computed with this exponent.
+            temperature_mode: ``'pair'``: the overlap term of the dynamic
+                temperature uses the Jaccard index of each pair; ``'row'``: it uses
+                the anchor's mean Jaccard index with the other images of the
+                batch, so that the temperature is uniform within an anchor's row.
             gather_distributed: Compute the loss on the batch gathered from every
                 rank (see :mod:`torchgeo_macl.losses.utils`).
 
@@ -159,9 +180,26 @@ class MACLLoss(ContrastiveLossBase):
                 0 < tau_min <= tau0 <= tau_max
             ),
         }
+        checks['anchor_alpha must be finite and >= 0'] = (
+            math.isfinite(anchor_alpha) and anchor_alpha >= 0
+        )
+        checks[f'pair_weighting must be one of {PAIR_WEIGHTINGS}'] = (
+            pair_weighting in PAIR_WEIGHTINGS
+        )
+        checks[f'temperature_mode must be one of {TEMPERATURE_MODES}'] = (
+            temperature_mode in TEMPERATURE_MODES
+        )
         for message, ok in checks.items():
             if not ok:
-                shown = ', '.join(f'{k}={v}' for k, v in values.items())
+                shown = ', '.join(
+                    f'{k}={v!r}'
+                    for k, v in {
+                        **values,
+                        'pair_weighting': pair_weighting,
+                        'anchor_alpha': anchor_alpha,
+                        'temperature_mode': temperature_mode,
+                    }.items()
+                )
                 raise ValueError(f'MACLLoss: {message}; got {shown}')
         self.alpha = float(alpha)
         self.w_max = float(w_max)
@@ -172,13 +210,16 @@ class MACLLoss(ContrastiveLossBase):
         self.tau_min = float(tau_min)
         self.tau_max = float(tau_max)
         self.kappa = float(kappa)
+        self.pair_weighting = pair_weighting
+        self.anchor_alpha = float(anchor_alpha)
+        self.temperature_mode = temperature_mode
 
     def _frequencies(self) -> Tensor:
         if self.label_frequencies is None:
             raise ValueError(
                 'MACLLoss needs the label frequencies of the training split when '
-                f'alpha > 0 or gamma_rho > 0 (alpha={self.alpha}, '
-                f'gamma_rho={self.gamma_rho}): pass label_frequencies=... to the '
+                f'alpha, anchor_alpha or gamma_rho > 0 (alpha={self.alpha}, '
+                f'anchor_alpha={self.anchor_alpha}, gamma_rho={self.gamma_rho}): pass label_frequencies=... to the '
                 'constructor or call set_label_frequencies(...) before the first '
                 'forward pass'
             )
@@ -193,9 +234,30 @@ class MACLLoss(ContrastiveLossBase):
         Raises:
             ValueError: If the label frequencies are unknown.
         """
+        return self._label_weights(self.alpha)
+
+    def _label_weights(self, exponent: float) -> Tensor:
         log_f = self._frequencies().log()
-        w = (self.alpha * (log_f.mean() - log_f)).exp()
+        w = (exponent * (log_f.mean() - log_f)).exp()
         return w.clamp(1 / self.w_max, self.w_max)
+
+    def anchor_weights(self, labels: Tensor) -> Tensor:
+        """Weight of every image as an anchor (all ones when ``anchor_alpha = 0``).
+
+        Args:
+            labels: Multi-hot labels ``[B, C]`` (0/1, floating point).
+
+        Returns:
+            ``[B]``: the largest label weight of each image computed with the
+            exponent ``anchor_alpha`` (1 for an image without labels).
+
+        Raises:
+            ValueError: If the label frequencies are needed and unknown.
+        """
+        if self.anchor_alpha == 0:
+            return torch.ones_like(labels[:, 0])
+        w = self._label_weights(self.anchor_alpha).to(labels.device, labels.dtype)
+        return torch.where(labels.sum(1) > 0, (labels * w).amax(dim=1), 1.0)
 
     def label_rarity(self) -> Tensor:
         r"""Per-label rarity :math:`r_c \in [0, 1]` used by the dynamic temperature.
@@ -212,8 +274,37 @@ class MACLLoss(ContrastiveLossBase):
             return torch.zeros_like(log_f)
         return (log_f.max() - log_f) / spread
 
+    def _balanced(
+        self, y: Tensor, y_all: Tensor, positive: Tensor, own: Tensor, views: int
+    ) -> Tensor:
+        """Pair weights that give each label of the anchor its own target share.
+
+        Label ``c`` of anchor image ``i`` gets the share ``w_c`` (1 when
+        ``alpha = 0``), split evenly between the ``n_ic`` positive views that carry
+        ``c``: ``omega_ij = sum_{c in y_i & y_j} w_c / n_ic``. An image without
+        labels keeps weight 1 on its own other views.
+
+        Args:
+            y: Local labels ``[B, C]``.
+            y_all: Global labels ``[Bg, C]``.
+            positive: Positive image pairs as 0/1 ``[B, Bg]``.
+            own: Own-image mask ``[B, Bg]``.
+            views: Views per image.
+
+        Returns:
+            ``[B, Bg]`` (only entries of positive pairs are meaningful).
+        """
+        # positive views carrying each label, the anchor itself left out
+        carriers = views * (positive @ y_all) - y
+        share = y
+        if self.alpha > 0:
+            share = share * self.label_weights().to(y.device, y.dtype)
+        share = torch.where(carriers > 0, share / carriers.clamp_min(1), 0.0)
+        omega = share @ y_all.T
+        return torch.where(own & (y.sum(1) == 0)[:, None], 1.0, omega)
+
     def _pair_terms(
-        self, y: Tensor, y_all: Tensor, own: Tensor
+        self, y: Tensor, y_all: Tensor, own: Tensor, views: int = 2
     ) -> tuple[Tensor, Tensor | float]:
         """Positive weights and inverse temperatures of the image pairs.
 
@@ -221,6 +312,7 @@ class MACLLoss(ContrastiveLossBase):
             y: Local labels ``[B, C]`` (0/1, floating point).
             y_all: Global labels ``[Bg, C]``.
             own: Own-image mask ``[B, Bg]``.
+            views: Views per image (used by ``pair_weighting='balanced'``).
 
         Returns:
             ``omega * g`` on positive pairs and 0 elsewhere ``[B, Bg]``, and the
@@ -233,32 +325,40 @@ class MACLLoss(ContrastiveLossBase):
         if self.kappa > 0:
             positive = positive & ((jaccard >= self.kappa) | own)
         weights = positive.to(dtype)
-        if self.alpha > 0:
-            w = self.label_weights().to(device, dtype)
+        if self.pair_weighting == 'balanced':
+            weights = weights * self._balanced(y, y_all, weights, own, views)
+        elif self.alpha > 0 or self.pair_weighting == 'sum':
+            w = self.label_weights().to(device, dtype) if self.alpha > 0 else 1.0
             shared = (y * w) @ y_all.T
-            weights = weights * torch.where(
-                overlap > 0, shared / overlap.clamp_min(1), 1.0
-            )
+            if self.pair_weighting == 'mean':
+                shared = shared / overlap.clamp_min(1)
+            weights = weights * torch.where(overlap > 0, shared, 1.0)
         if self.beta > 0:
             weights = weights * jaccard.pow(self.beta)
         if self.gamma_j == 0 and self.gamma_rho == 0:
             return weights, 1 / self.tau0
         tau = torch.full_like(jaccard, self.tau0)
         if self.gamma_j > 0:
-            tau = tau * (1 - self.gamma_j * jaccard)
+            if self.temperature_mode == 'row':
+                others = (~own).sum(1).clamp_min(1)
+                mean_j = jaccard.masked_fill(own, 0.0).sum(1) / others
+                tau = tau * (1 - self.gamma_j * mean_j)[:, None]
+            else:
+                tau = tau * (1 - self.gamma_j * jaccard)
         if self.gamma_rho > 0:
             r = self.label_rarity().to(device, dtype)
             rho = (y * r).amax(dim=1)
             tau = tau * (1 - self.gamma_rho * rho)[:, None]
         return weights, 1 / tau.clamp(self.tau_min, self.tau_max)
 
-    def pair_terms(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def pair_terms(self, labels: Tensor, views: int = 2) -> tuple[Tensor, Tensor]:
         r"""Positive weights and temperatures of every pair of images of a batch.
 
         Useful to inspect what the loss does with a batch of labels.
 
         Args:
             labels: Multi-hot labels ``[B, C]``.
+            views: Views per image (the balanced pair weights depend on it).
 
         Returns:
             ``weights`` ``[B, B]``: :math:`\omega_{ij} g_{ij}` where ``j`` is a
@@ -275,11 +375,14 @@ class MACLLoss(ContrastiveLossBase):
         self._check(torch.zeros(labels.shape[0], 1, 1, dtype=torch.float64), labels)
         y = labels.detach().to('cpu', torch.float64)
         own = torch.eye(y.shape[0], dtype=torch.bool)
-        weights, inv_temp = self._pair_terms(y, y, own)
+        weights, inv_temp = self._pair_terms(y, y, own, views)
         return weights, (1 / torch.as_tensor(inv_temp, dtype=torch.float64)).expand_as(
             weights
         )
 
     def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
-        weights, inv_temp = self._pair_terms(batch.y, batch.y_all, batch.own)
-        return _weighted_supcon(batch, weights, inv_temp)
+        weights, inv_temp = self._pair_terms(
+            batch.y, batch.y_all, batch.own, batch.z.shape[1]
+        )
+        anchors = self.anchor_weights(batch.y) if self.anchor_alpha > 0 else None
+        return _weighted_supcon(batch, weights, inv_temp, anchors)

@@ -263,7 +263,10 @@ def _label_overlap(y: Tensor, y_all: Tensor, own: Tensor) -> tuple[Tensor, Tenso
 
 
 def _weighted_supcon(
-    batch: _Batch, weights: Tensor, inv_temp: Tensor | float
+    batch: _Batch,
+    weights: Tensor,
+    inv_temp: Tensor | float,
+    anchor_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sum and count of SupCon-style anchor losses with weighted positives.
 
@@ -271,15 +274,19 @@ def _weighted_supcon(
     has ``weights[b, img(p)] > 0`` (own column = the other views of ``b``), with
     ``pi_ip = weights / sum of the weights over all positive views`` and
     ``loss_i = -sum_p pi_ip log(exp(l_ip) / sum_{a != i} exp(l_ia))``,
-    ``l_ia = s_ia * inv_temp``. Anchors without positives are skipped.
+    ``l_ia = s_ia * inv_temp``. Anchors without positives are skipped. With
+    ``anchor_weights`` the loss of every view of image ``b`` is multiplied by
+    ``anchor_weights[b]``, and so is its contribution to the count.
 
     Args:
         batch: Normalised batch.
         weights: Non-negative positive weights per image pair ``[B, Bg]``.
         inv_temp: Inverse temperature, a scalar or per image pair ``[B, Bg]``.
+        anchor_weights: Optional positive weight of every local image ``[B]``.
 
     Returns:
-        The sum of the anchor losses and the number of anchors with a positive.
+        The (weighted) sum of the anchor losses and the (weighted) number of
+        anchors with a positive.
     """
     views = batch.z.shape[1]
     total = weights.sum(1) * views - batch.own_column(weights)
@@ -288,7 +295,10 @@ def _weighted_supcon(
     lse = _masked_logsumexp(batch, inv_temp)
     pos = _positive_logit_sum(batch, pi, inv_temp)
     per_anchor = torch.where(valid[:, None], lse - pos, 0.0)
-    return per_anchor.sum(), valid.sum() * views
+    if anchor_weights is None:
+        return per_anchor.sum(), valid.sum() * views
+    kept = torch.where(valid, anchor_weights, 0.0)
+    return (per_anchor * kept[:, None]).sum(), kept.sum() * views
 
 
 class ContrastiveLossBase(nn.Module):
