@@ -320,3 +320,74 @@ def test_ddp_fit_and_test_match_single_process(
     assert set(expected) == set(result['metrics'])
     for key, value in expected.items():
         assert result['metrics'][key] == pytest.approx(value, abs=1e-6), key
+
+
+class _ScoredTask(RetrievalTask):
+    """A task whose monitored score is best after the first epoch, then falls."""
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.log('val_score', 1.0 if self.current_epoch == 0 else 0.0)
+
+
+def test_last_checkpoint_is_the_final_epoch(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(tmp_path, 3, limit_train_batches=1)
+    task = _ScoredTask(
+        model='resnet18',
+        embed_dim=8,
+        proj_hidden_dim=16,
+        ks=(1, 5),
+        monitor='val_score',
+    )
+    trainer.fit(task, datamodule=_datamodule(synthetic_root))
+    assert trainer.checkpoint_callback is not None
+    best = torch.load(
+        trainer.checkpoint_callback.best_model_path,
+        map_location='cpu',
+        weights_only=True,
+    )
+    assert best['epoch'] == 0
+    (last,) = glob.glob(str(tmp_path / '**' / 'last.ckpt'), recursive=True)
+    assert last == trainer.checkpoint_callback.last_model_path
+    state = torch.load(last, map_location='cpu', weights_only=True)
+    assert state['epoch'] == 2
+    assert state['global_step'] == trainer.global_step
+
+
+def test_user_checkpoint_callback_is_kept(synthetic_root: Path, tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    mine = ModelCheckpoint(dirpath=tmp_path / 'mine', filename='mine', save_top_k=1)
+    trainer = _trainer(tmp_path, 1, limit_train_batches=1, callbacks=[mine])
+    trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
+    assert trainer.checkpoint_callbacks == [mine]
+    assert (tmp_path / 'mine' / 'mine.ckpt').is_file()
+    # with Lightning's default callback only, the task's own two replace it
+    trainer = _trainer(tmp_path / 'default', 1, limit_train_batches=1)
+    trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
+    (task_checkpoint,) = trainer.checkpoint_callbacks
+    assert isinstance(task_checkpoint, ModelCheckpoint)
+    assert task_checkpoint.monitor == 'val_mAP@5'
+    assert task_checkpoint.last_model_path.endswith('last.ckpt')
+
+
+def test_cut_offs_beyond_a_small_split_are_evaluated_at_its_size(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    dm = _datamodule(synthetic_root)
+    dm.setup('validate')
+    n = len(dm.val_dataset)
+    assert n <= 20
+    trainer = _trainer(tmp_path, 1, limit_train_batches=1)
+    task = _task(ks=(5, 20, 50), monitor='val_mAP@20')
+    with pytest.warns(UserWarning, match=f'evaluated at {n - 1}'):
+        trainer.fit(task, datamodule=dm)
+    metrics = trainer.callback_metrics
+    # leave-one-out: every query ranks the n - 1 other images, so k = 20 and k = 50
+    # are the same whole ranking
+    assert 'val_mAP@20' in metrics
+    assert float(metrics['val_mAP@20']) == float(metrics['val_mAP@50'])
+    assert float(metrics['val_mAP@5']) != float(metrics['val_mAP@20'])
+    assert glob.glob(str(tmp_path / '**' / 'last.ckpt'), recursive=True)

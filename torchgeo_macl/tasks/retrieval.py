@@ -15,6 +15,7 @@ import segmentation_models_pytorch as smp
 import timm
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 from torch.optim import AdamW
@@ -44,6 +45,51 @@ def _lr_lambda(warmup_epochs: int, max_epochs: int) -> Any:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+class _BestAndLastCheckpoint(ModelCheckpoint):
+    """The best checkpoint by the monitored metric, and ``last.ckpt`` every epoch.
+
+    Lightning 2.6 writes ``last.ckpt`` only in an epoch that also wrote a top-k
+    checkpoint; this callback writes it after every epoch, so ``ckpt_path=last``
+    resumes from the latest state.
+    """
+
+    def _save_last_every_epoch(self, trainer: Trainer) -> None:
+        # skipped when this step already saved (then last.ckpt is current)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the top-k checkpoint (at train epoch end) and ``last.ckpt``.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The module being trained.
+        """
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the top-k checkpoint (after validation) and ``last.ckpt``.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The module being trained.
+        """
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+
+def _is_default_checkpoint(callback: ModelCheckpoint) -> bool:
+    """Whether a checkpoint callback is the one Lightning adds by default."""
+    default = ModelCheckpoint()
+    return type(callback) is ModelCheckpoint and all(
+        getattr(callback, name) == getattr(default, name)
+        for name in ('monitor', 'dirpath', 'filename', 'save_top_k', 'save_last')
+    )
 
 
 def _usable_frequencies(freqs: Tensor) -> Tensor:
@@ -539,29 +585,50 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self._log_metrics(self.test_metrics, 'test')
 
     def _log_metrics(self, metric: RetrievalMetrics, prefix: str) -> None:
+        """Compute, log and reset a retrieval metric.
+
+        A cut-off ``k`` larger than the ``n`` items each query can retrieve is
+        evaluated at ``n`` (the whole ranking; a warning says so) and logged under
+        its requested name, so that a monitored ``val_mAP@20`` exists even for a
+        split of 20 images or fewer.
+
+        Args:
+            metric: The metric holding the epoch's embeddings.
+            prefix: ``'val'`` or ``'test'``.
+        """
         if not metric.update_called:
             return
         ks = metric.ks
-        usable = tuple(k for k in ks if k <= self._database_size(metric))
-        if usable != ks:
-            if not self.trainer.sanity_checking:
-                warnings.warn(
-                    f'{prefix}: cut-offs {sorted(set(ks) - set(usable))} exceed the '
-                    f'{self._database_size(metric)} items each query can retrieve; '
-                    'they are not logged',
-                    UserWarning,
-                    stacklevel=2,
-                )
-            metric.ks = usable
+        size = self._database_size(metric)
+        if size < 1:
+            metric.reset()
+            return
+        clipped = {k: min(k, size) for k in ks}
+        if clipped != {k: k for k in ks} and not self.trainer.sanity_checking:
+            warnings.warn(
+                f'{prefix}: cut-offs {sorted(k for k in ks if k > size)} exceed the '
+                f'{size} items each query can retrieve; they are evaluated at {size}',
+                UserWarning,
+                stacklevel=2,
+            )
+        metric.ks = tuple(sorted(set(clipped.values())))
         try:
-            values = metric.compute() if usable else {}
+            values = metric.compute()
         finally:
             metric.ks = ks
             metric.reset()
-        self.log_dict(
-            {f'{prefix}_{k}': v for k, v in values.items() if v.numel() == 1},
-            sync_dist=False,
-        )
+        logged = {}
+        for name, value in values.items():
+            if value.numel() != 1:
+                continue
+            key, sep, cut = name.rpartition('@')
+            if not sep:
+                logged[f'{prefix}_{name}'] = value
+                continue
+            for k, used in clipped.items():
+                if used == int(cut):
+                    logged[f'{prefix}_{key}@{k}'] = value
+        self.log_dict(logged, sync_dist=False)
 
     @staticmethod
     def _database_size(metric: RetrievalMetrics) -> int:
@@ -613,13 +680,25 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         }
 
     def configure_callbacks(self) -> list[Callback]:
-        """Checkpoint the best model by the monitored retrieval metric (maximised).
+        """Checkpoints of the best and of the latest epoch, unless the user set one.
+
+        The best checkpoint follows the monitored retrieval metric (maximised);
+        ``last.ckpt`` is written after every epoch, whether or not it improved, so
+        that ``ckpt_path=last`` resumes from the latest state. When the trainer
+        already has a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other
+        than Lightning's default one, the user's callbacks are kept as they are.
 
         Returns:
-            The checkpoint callback.
+            The checkpoint callbacks (none when the user configured their own).
         """
+        trainer = self._trainer
+        if trainer is not None and any(
+            isinstance(cb, ModelCheckpoint) and not _is_default_checkpoint(cb)
+            for cb in trainer.callbacks
+        ):
+            return []
         return [
-            ModelCheckpoint(
+            _BestAndLastCheckpoint(
                 monitor=self.monitor, mode=self.mode, save_last=True, save_top_k=1
             )
         ]
