@@ -11,8 +11,16 @@ Reads every ``metrics.json`` under a results directory (written by
   metric;
 * ``<out>/<name>_<dataset>_<metric>.png``: bar chart of the main metric per method
   (and ``..._ablation_<metric>.png`` for the ablation table);
+* ``<out>/<name>_paired.csv``: where a dataset has the compared method (``macl``
+  by default) and at least one baseline, the mean and sample standard deviation
+  over the shared seeds of the per-seed difference (method - baseline) of every
+  metric, with the number of paired seeds (also a section of ``<name>.md``, with a
+  row for the best baseline of each column);
 * ``<out>/<name>_<dataset>_per_label_AP<k>.png``: per-label AP@k of every method,
-  labels ordered by training-split frequency, when the runs recorded it.
+  labels ordered by training-split frequency, when the runs recorded it;
+* ``<out>/<name>_<dataset>_rarest<N>_AP<k>.png``: the same for the N labels of
+  lowest training-split frequency (rarest first), with the standard deviation
+  over the seeds as error bars.
 
 Metrics are shown in percent except ACG and WAP (numbers of shared labels). Rows are
 ordered by loss (as in ``run.py``) then ablation; the output depends only on the
@@ -47,6 +55,7 @@ LOSS_ORDER = ('macl', 'supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent', 'bce')
 ABLATION_ORDER = (
     'full',
     'no_pair_reweighting',
+    'no_anchor_weighting',
     'no_dynamic_temperature',
     'no_graded_overlap',
     'no_label_aware_sampling',
@@ -58,6 +67,10 @@ DEFAULT_METRICS = ('mAP', 'NDCG', 'WAP', 'ACG', 'P', 'rare_mAP', 'mAP_jaccard')
 UNSCALED = ('ACG', 'WAP')
 #: Placeholder for a value a method does not have.
 MISSING = '-'
+#: Method compared with the baselines by default.
+COMPARE_METHOD = 'macl'
+#: Losses whose full runs are the baselines of the paired differences.
+BASELINES = ('supcon', 'jaccard_supcon', 'mulsupcon', 'bce', 'ntxent')
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,42 @@ class Summary:
     mean: Mapping[str, float]
     std: Mapping[str, float]
     count: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Difference of a method to a baseline on the same seeds, for one metric.
+
+    Attributes:
+        dataset: Dataset name.
+        method: The compared method.
+        baseline: The baseline (a full method, no ablation).
+        metric: Metric column (``<name>@k``).
+        shared_seeds: Seeds both methods ran, sorted.
+        seeds: The shared seeds where both runs have a finite value of the metric.
+        mean: Mean over ``seeds`` of (method value - baseline value), as stored
+            (fractions, not percent); NaN without seeds.
+        std: Sample standard deviation of these differences (NaN for fewer than two
+            seeds).
+        best: Whether the baseline has the highest mean of the metric (over its
+            own seeds, as in the methods table) among the baselines of the
+            dataset; on a tie, the first in table order.
+    """
+
+    dataset: str
+    method: str
+    baseline: str
+    metric: str
+    shared_seeds: tuple[int, ...]
+    seeds: tuple[int, ...]
+    mean: float
+    std: float
+    best: bool
+
+    @property
+    def n(self) -> int:
+        """Number of paired seeds behind ``mean`` and ``std``."""
+        return len(self.seeds)
 
 
 # --------------------------------------------------------------------- reading
@@ -233,7 +282,9 @@ def _scale(metric: str) -> float:
     return 1.0 if metric.split('@')[0].split('_')[0] in UNSCALED else 100.0
 
 
-def format_value(metric: str, mean: float, std: float, decimals: int = 2) -> str:
+def format_value(
+    metric: str, mean: float, std: float, decimals: int = 2, signed: bool = False
+) -> str:
     """Format ``mean ± std`` (percent, except ACG and WAP).
 
     Args:
@@ -241,6 +292,7 @@ def format_value(metric: str, mean: float, std: float, decimals: int = 2) -> str
         mean: Mean.
         std: Standard deviation (NaN: only the mean is shown).
         decimals: Decimals.
+        signed: Write the sign of the mean even when positive (differences).
 
     Returns:
         The text, or :data:`MISSING` when the mean is not finite.
@@ -248,7 +300,8 @@ def format_value(metric: str, mean: float, std: float, decimals: int = 2) -> str
     if not math.isfinite(mean):
         return MISSING
     scale = _scale(metric)
-    text = f'{mean * scale:.{decimals}f}'
+    sign = '+' if signed else ''
+    text = f'{mean * scale:{sign}.{decimals}f}'
     if math.isfinite(std):
         text += f' ± {std * scale:.{decimals}f}'
     return text
@@ -367,6 +420,7 @@ def markdown_report(
     decimals: int = 2,
     title: str = 'Retrieval results',
     figures: Mapping[str, Sequence[str]] | None = None,
+    paired: Sequence[PairedDifference] = (),
 ) -> str:
     """The whole Markdown report.
 
@@ -377,6 +431,8 @@ def markdown_report(
         decimals: Decimals.
         title: First heading.
         figures: Image file names to show per dataset.
+        paired: Rows of :func:`paired_differences` (a section per dataset and
+            compared method that has some).
 
     Returns:
         Markdown text ending with a newline.
@@ -399,6 +455,25 @@ def markdown_report(
             title = 'Methods' if kind == 'methods' else f'Ablation of {kind.split()[0]}'
             out += ['', f'### {title}', '']
             out.append(markdown_table(rows, metrics, kind, decimals))
+        here = [r for r in paired if r.dataset == dataset]
+        for method in dict.fromkeys(r.method for r in here):
+            out += [
+                '',
+                f'### Paired difference of {method} to the baselines (same seeds)',
+                '',
+                (
+                    'Mean ± sample standard deviation, over the seeds both methods '
+                    f'ran, of ({method} - baseline) on the same seed (only the mean '
+                    'for a single seed); percentage points, except ACG and WAP. Best '
+                    'baseline: in each column, the baseline with the highest mean in '
+                    'the methods table. Seeds: the seeds both methods ran; n: the number '
+                    'of seeds of a cell where some runs lack the metric.'
+                ),
+                '',
+                markdown_paired(
+                    [r for r in here if r.method == method], metrics, decimals
+                ),
+            ]
         for name in (figures or {}).get(dataset, []):
             out += ['', f'![{name}]({name})']
         lines = _provenance([r for r in records if r['dataset'] == dataset])
@@ -437,6 +512,183 @@ def csv_report(
                 row.append(f'{std:.6f}' if math.isfinite(std) else '')
                 row.append('1' if s.method in best[m] else '0')
             writer.writerow(row)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------- paired
+def paired_differences(
+    records: Iterable[Mapping[str, Any]],
+    method: str = COMPARE_METHOD,
+    baselines: Sequence[str] = BASELINES,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    k: int = 20,
+) -> list[PairedDifference]:
+    """Per-seed differences of a method to each baseline, over the shared seeds.
+
+    For every dataset with runs of ``method`` and of at least one baseline (the
+    full runs, no ablation, of a loss in ``baselines``), the difference (method -
+    baseline) of every metric is taken on each seed both ran and where both have
+    a finite value, then averaged over these seeds.
+
+    Args:
+        records: Records from :func:`load_results`.
+        method: Compared method (``<loss>`` or ``<loss>+<ablation>``).
+        baselines: Losses of the baselines (``method`` itself is left out).
+        metrics: Metric base names.
+        k: Cut-off (columns ``<metric>@k``).
+
+    Returns:
+        One row per (dataset, baseline, metric column): datasets by name,
+        baselines in table order, metrics in the given order.
+    """
+    records = list(records)
+    summaries = summarise(records)
+    columns = metric_columns(k, metrics)
+    runs: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
+    for record in records:
+        key = (str(record['dataset']), str(record['method']))
+        runs.setdefault(key, {})[int(record['seed'])] = record['metrics']
+    rows: list[PairedDifference] = []
+    for dataset in sorted({s.dataset for s in summaries}):
+        ours = runs.get((dataset, method))
+        others = [
+            s
+            for s in summaries
+            if s.dataset == dataset
+            and s.ablation == 'full'
+            and s.loss in baselines
+            and s.method != method
+        ]
+        if ours is None or not others:
+            continue
+        best: dict[str, str | None] = {}
+        for column in columns:
+            finite = [s for s in others if math.isfinite(s.mean.get(column, math.nan))]
+            # max keeps the first of equal means, i.e. the first in table order
+            best[column] = (
+                max(finite, key=lambda s: s.mean[column]).method if finite else None
+            )
+        for other in others:
+            theirs = runs[(dataset, other.method)]
+            shared = tuple(sorted(ours.keys() & theirs.keys()))
+            for column in columns:
+                kept = [
+                    (seed, diff)
+                    for seed in shared
+                    if math.isfinite(
+                        diff := _as_float(ours[seed].get(column))
+                        - _as_float(theirs[seed].get(column))
+                    )
+                ]
+                mean, std = _mean_std([diff for _, diff in kept])
+                rows.append(
+                    PairedDifference(
+                        dataset=dataset,
+                        method=method,
+                        baseline=other.method,
+                        metric=column,
+                        shared_seeds=shared,
+                        seeds=tuple(seed for seed, _ in kept),
+                        mean=mean,
+                        std=std,
+                        best=best[column] == other.method,
+                    )
+                )
+    return rows
+
+
+def _paired_cell(
+    row: PairedDifference, seeds: int | None, decimals: int, name: bool
+) -> str:
+    """Signed ``mean ± std``; notes the baseline and a seed count unlike the row's."""
+    text = format_value(row.metric, row.mean, row.std, decimals, signed=True)
+    if text == MISSING:
+        return text
+    notes = [row.baseline] if name else []
+    if row.n != seeds:
+        notes.append(f'n={row.n}')
+    return f'{text} ({", ".join(notes)})' if notes else text
+
+
+def markdown_paired(
+    rows: Sequence[PairedDifference], metrics: Sequence[str], decimals: int = 2
+) -> str:
+    """A Markdown table of the paired differences of one dataset.
+
+    One row per baseline, then a row ``best baseline`` whose cell of every column
+    is the difference to the baseline with the highest mean of that column (named
+    in the cell). The ``Seeds`` column counts the seeds both methods ran; a cell
+    over fewer seeds (a metric some runs lack) says ``n=<seeds>``.
+
+    Args:
+        rows: Rows of :func:`paired_differences` for one dataset and method.
+        metrics: Metric columns.
+        decimals: Decimals.
+
+    Returns:
+        The table, one line per row.
+    """
+    cells = {(r.baseline, r.metric): r for r in rows}
+    lines = [
+        '| Baseline | Seeds | ' + ' | '.join(metrics) + ' |',
+        '|:--|--:|' + '--:|' * len(metrics),
+    ]
+    for baseline in dict.fromkeys(r.baseline for r in rows):
+        found = [cells[(baseline, m)] for m in metrics if (baseline, m) in cells]
+        seeds = len(found[0].shared_seeds) if found else 0
+        texts = [
+            _paired_cell(cells[(baseline, m)], seeds, decimals, name=False)
+            if (baseline, m) in cells
+            else MISSING
+            for m in metrics
+        ]
+        lines.append(f'| {baseline} | {seeds} | ' + ' | '.join(texts) + ' |')
+    best = {r.metric: r for r in rows if r.best}
+    counts = sorted({len(r.shared_seeds) for r in best.values()})
+    if len(counts) == 1:
+        shown, common = str(counts[0]), counts[0]
+    else:
+        shown = f'{counts[0]} to {counts[-1]}' if counts else MISSING
+        common = None
+    texts = [
+        _paired_cell(best[m], common, decimals, name=True) if m in best else MISSING
+        for m in metrics
+    ]
+    lines.append(f'| best baseline | {shown} | ' + ' | '.join(texts) + ' |')
+    return '\n'.join(lines)
+
+
+def csv_paired(rows: Sequence[PairedDifference]) -> str:
+    """The CSV of the paired differences: one line per row, unrounded.
+
+    Means and standard deviations are as stored (fractions, like ``<name>.csv``);
+    ``best`` is 1 for the baseline of highest mean of the metric.
+
+    Args:
+        rows: Rows of :func:`paired_differences`.
+
+    Returns:
+        CSV text with the columns dataset, method, baseline, metric, n, mean, std,
+        best.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator='\n')
+    writer.writerow(
+        ['dataset', 'method', 'baseline', 'metric', 'n', 'mean', 'std', 'best']
+    )
+    for r in rows:
+        writer.writerow(
+            [
+                r.dataset,
+                r.method,
+                r.baseline,
+                r.metric,
+                r.n,
+                f'{r.mean:.6f}' if math.isfinite(r.mean) else '',
+                f'{r.std:.6f}' if math.isfinite(r.std) else '',
+                '1' if r.best else '0',
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -506,18 +758,21 @@ def plot_metric(rows: Sequence[Summary], metric: str, path: Path, title: str) ->
     _save(fig, path)
 
 
-def per_label_values(
+def per_label_stats(
     records: Sequence[Mapping[str, Any]], k: int
-) -> tuple[list[str], list[float], dict[str, list[float]]] | None:
-    """Per-label AP@k of every method, averaged over seeds.
+) -> (
+    tuple[list[str], list[float], dict[str, list[float]], dict[str, list[float]]] | None
+):
+    """Per-label AP@k of every method: mean and standard deviation over seeds.
 
     Args:
         records: Runs of one dataset.
         k: Cut-off.
 
     Returns:
-        Label names, their frequencies, and the mean AP per label of each method
-        (NaN for a label no query carries), or None without per-label values.
+        Label names, their frequencies, the mean AP per label of each method (NaN
+        for a label no query carries) and its sample standard deviation over the
+        seeds (NaN with fewer than two values), or None without per-label values.
 
     Raises:
         ValueError: If the runs disagree on the label names or the list lengths.
@@ -546,14 +801,58 @@ def per_label_values(
         if freqs_per_run
         else [math.nan] * len(names)
     )
-    means = {
+    stats = {
         method: [
-            _mean_std([run[i] for run in runs if math.isfinite(run[i])])[0]
+            _mean_std([run[i] for run in runs if math.isfinite(run[i])])
             for i in range(len(names))
         ]
         for method, runs in values.items()
     }
-    return names, freqs, means
+    means = {method: [m for m, _ in pairs] for method, pairs in stats.items()}
+    stds = {method: [s for _, s in pairs] for method, pairs in stats.items()}
+    return names, freqs, means, stds
+
+
+def per_label_values(
+    records: Sequence[Mapping[str, Any]], k: int
+) -> tuple[list[str], list[float], dict[str, list[float]]] | None:
+    """Per-label AP@k of every method, averaged over seeds.
+
+    Args:
+        records: Runs of one dataset.
+        k: Cut-off.
+
+    Returns:
+        Label names, their frequencies, and the mean AP per label of each method
+        (NaN for a label no query carries), or None without per-label values.
+
+    Raises:
+        ValueError: If the runs disagree on the label names or the list lengths.
+    """
+    found = per_label_stats(records, k)
+    return None if found is None else found[:3]
+
+
+def rarest_labels(
+    freqs: Sequence[float], values: Mapping[str, Sequence[float]], n: int
+) -> list[int]:
+    """The labels of lowest training-split frequency that have an AP.
+
+    Args:
+        freqs: Label frequencies (training split; NaN when unknown).
+        values: Per-label AP of each method (NaN where undefined).
+        n: Number of labels.
+
+    Returns:
+        Indices of at most ``n`` labels with a known frequency and a finite AP for
+        at least one method, from the rarest (ties by index).
+    """
+    defined = [
+        i
+        for i in range(len(freqs))
+        if math.isfinite(freqs[i]) and any(math.isfinite(v[i]) for v in values.values())
+    ]
+    return sorted(defined, key=lambda i: (freqs[i], i))[: max(n, 0)]
 
 
 def plot_per_label(
@@ -563,6 +862,8 @@ def plot_per_label(
     k: int,
     path: Path,
     title: str,
+    order: Sequence[int] | None = None,
+    errors: Mapping[str, Sequence[float]] | None = None,
 ) -> None:
     """Grouped bars of per-label AP@k, labels from the most to the least frequent.
 
@@ -573,28 +874,40 @@ def plot_per_label(
         k: Cut-off.
         path: PNG to write.
         title: Figure title.
+        order: Indices of the labels to show, in this order (default: all, from
+            the most frequent).
+        errors: Per-label standard deviation of each method, drawn as error bars
+            (NaN: none).
     """
     import matplotlib.pyplot as plt
 
-    order = sorted(
-        range(len(names)),
-        key=lambda i: (-(freqs[i] if math.isfinite(freqs[i]) else -1.0), i),
-    )
+    if order is None:
+        order = sorted(
+            range(len(names)),
+            key=lambda i: (-(freqs[i] if math.isfinite(freqs[i]) else -1.0), i),
+        )
     methods = list(values)
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(
-        figsize=(max(6.0, 0.55 * len(names) * max(len(methods), 2) / 2 + 2), 4.2)
+        figsize=(max(6.0, 0.55 * len(order) * max(len(methods), 2) / 2 + 2), 4.2)
     )
     cmap = plt.get_cmap('tab10')
     for j, method in enumerate(methods):
         heights = [values[method][i] * 100 for i in order]
         xs = [p + (j - (len(methods) - 1) / 2) * width for p in range(len(order))]
+        extra: dict[str, Any] = {}
+        if errors is not None:
+            extra['yerr'] = [
+                e * 100 if math.isfinite(e := errors[method][i]) else 0.0 for i in order
+            ]
+            extra['capsize'] = 2
         ax.bar(
             xs,
             [h if math.isfinite(h) else 0.0 for h in heights],
             width=width,
             label=method,
             color=cmap(j % 10),
+            **extra,
         )
     labels = [
         f'{names[i]} ({freqs[i] * 100:.0f}%)' if math.isfinite(freqs[i]) else names[i]
@@ -632,6 +945,9 @@ def write_report(
     main_metric: str | None = None,
     decimals: int = 2,
     plots: bool = True,
+    compare_method: str = COMPARE_METHOD,
+    baselines: Sequence[str] = BASELINES,
+    rarest: int = 8,
 ) -> list[Path]:
     """Read the results and write the Markdown, CSV and PNG files.
 
@@ -639,11 +955,15 @@ def write_report(
         results_dir: Directory searched for ``metrics.json``.
         out_dir: Where to write.
         name: Base name of the files.
-        k: Cut-off of the metric columns and the per-label plot.
+        k: Cut-off of the metric columns and the per-label plots.
         metrics: Metric base names (columns ``<metric>@k``).
         main_metric: Metric of the bar charts (default ``mAP@k``).
         decimals: Decimals of the tables.
         plots: Also draw the figures.
+        compare_method: Method of the paired differences to the baselines
+            (``<name>_paired.csv``, written when some dataset has both).
+        baselines: Losses whose full runs are the baselines.
+        rarest: Number of labels of the rarest-label plot (0: no such plot).
 
     Returns:
         The files written.
@@ -678,20 +998,45 @@ def write_report(
             runs = [
                 r for r in records if r['dataset'] == dataset and r['method'] in plain
             ]
-            found = per_label_values(runs, k)
+            found = per_label_stats(runs, k)
             if found is None:
                 continue
+            names, freqs, means, stds = found
             path = out_dir / f'{name}_{_safe(dataset)}_per_label_AP{k}.png'
-            plot_per_label(*found, k, path, f'{dataset}: per-label AP@{k}')
+            plot_per_label(names, freqs, means, k, path, f'{dataset}: per-label AP@{k}')
             written.append(path)
             figures.setdefault(dataset, []).append(path.name)
+            order = rarest_labels(freqs, means, rarest)
+            if not order:
+                continue
+            path = out_dir / f'{name}_{_safe(dataset)}_rarest{rarest}_AP{k}.png'
+            plot_per_label(
+                names,
+                freqs,
+                means,
+                k,
+                path,
+                f'{dataset}: per-label AP@{k} of the {len(order)} rarest labels',
+                order=order,
+                errors=stds,
+            )
+            written.append(path)
+            figures.setdefault(dataset, []).append(path.name)
+    paired = paired_differences(records, compare_method, baselines, metrics, k)
     md = out_dir / f'{name}.md'
     _write_text(
-        md, markdown_report(records, summaries, columns, decimals, figures=figures)
+        md,
+        markdown_report(
+            records, summaries, columns, decimals, figures=figures, paired=paired
+        ),
     )
     table = out_dir / f'{name}.csv'
     _write_text(table, csv_report(summaries, columns, decimals))
-    return [md, table, *written]
+    if not paired:
+        return [md, table, *written]
+    pairs = out_dir / f'{name}_paired.csv'
+    _write_text(pairs, csv_paired(paired))
+    return [md, table, pairs, *written]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -732,7 +1077,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         '--decimals', type=int, default=2, help='decimals of the tables'
     )
     parser.add_argument('--no-plots', action='store_true', help='write only the tables')
+    parser.add_argument(
+        '--compare-method',
+        default=COMPARE_METHOD,
+        help='method whose paired differences to the baselines are reported',
+    )
+    parser.add_argument(
+        '--baselines',
+        nargs='+',
+        default=list(BASELINES),
+        help='losses whose full runs are the baselines of the paired differences',
+    )
+    parser.add_argument(
+        '--rarest',
+        type=int,
+        default=8,
+        help='number of labels of the rarest-label AP plot (0: none)',
+    )
     args = parser.parse_args(argv)
+    if args.rarest < 0:
+        parser.error('--rarest must be 0 or more')
     try:
         written = write_report(
             args.results,
@@ -743,6 +1107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             main_metric=args.main_metric,
             decimals=args.decimals,
             plots=not args.no_plots,
+            compare_method=args.compare_method,
+            baselines=args.baselines,
+            rarest=args.rarest,
         )
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f'report.py: {exc}', file=sys.stderr)

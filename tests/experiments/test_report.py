@@ -127,7 +127,7 @@ def test_markdown_and_csv_tables(
 ) -> None:
     out = tmp_path / 'out'
     written = report_script.write_report(results, out, name='bench', plots=False)
-    assert [p.name for p in written] == ['bench.md', 'bench.csv']
+    assert [p.name for p in written] == ['bench.md', 'bench.csv', 'bench_paired.csv']
     md = (out / 'bench.md').read_text()
     header = '| Method | Seeds | mAP@20 | NDCG@20 | WAP@20 | ACG@20 | P@20 | rare_mAP@20 | mAP_jaccard@20 |'
     assert md.count(header) == 3
@@ -190,9 +190,11 @@ def test_plots_and_determinism(
         'r.csv',
         'r.md',
         'r_dlrsd_mAP20.png',
+        'r_paired.csv',
         'r_synthetic_mAP20.png',
         'r_synthetic_macl_ablation_mAP20.png',
         'r_synthetic_per_label_AP20.png',
+        'r_synthetic_rarest8_AP20.png',
     ]
     for a, b in zip(sorted(first), sorted(second), strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
@@ -200,6 +202,7 @@ def test_plots_and_determinism(
             assert a.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     md = (tmp_path / 'a' / 'r.md').read_text()
     assert '![r_synthetic_per_label_AP20.png](r_synthetic_per_label_AP20.png)' in md
+    assert '![r_synthetic_rarest8_AP20.png](r_synthetic_rarest8_AP20.png)' in md
 
 
 def test_per_label_values(report_script: ModuleType, results: Path) -> None:
@@ -215,6 +218,260 @@ def test_per_label_values(report_script: ModuleType, results: Path) -> None:
     assert math.isnan(values['macl'][1])  # no query carried the label
     assert values['supcon'] == pytest.approx([0.2, 0.3, 0.4])
     assert report_script.per_label_values(records, 50) is None
+
+
+def test_per_label_stats(report_script: ModuleType, results: Path) -> None:
+    records = [
+        r
+        for r in report_script.load_results(results)
+        if r['dataset'] == 'synthetic' and '+' not in r['method']
+    ]
+    names, freqs, means, stds = report_script.per_label_stats(records, 20)
+    assert (names, freqs, means) == report_script.per_label_values(records, 20)
+    assert stds['macl'][0] == pytest.approx(0.1)  # 0.1, 0.2, 0.3 over the seeds
+    assert math.isnan(stds['macl'][1])
+    assert stds['macl'][2] == pytest.approx(0.0)
+    assert stds['supcon'] == pytest.approx([0.0, 0.0, 0.0])
+    assert report_script.per_label_stats(records, 50) is None
+
+
+def test_rarest_labels(report_script: ModuleType) -> None:
+    nan = math.nan
+    freqs = [0.05, 0.2, 0.6, 0.01, nan, 0.05]
+    values = {'a': [nan, 0.3, 0.4, nan, 0.5, 0.1], 'b': [0.1, nan, 0.2, nan, 0.5, nan]}
+    # label 3 has no AP and label 4 no frequency; ties keep the label order
+    assert report_script.rarest_labels(freqs, values, 3) == [0, 5, 1]
+    assert report_script.rarest_labels(freqs, values, 10) == [0, 5, 1, 2]
+    assert report_script.rarest_labels(freqs, values, 0) == []
+    assert report_script.rarest_labels([nan] * 6, values, 3) == []
+
+
+def test_rarest_plot(
+    report_script: ModuleType,
+    results: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ticks: dict[str, list[str]] = {}
+    save = report_script._save
+
+    def record_ticks(fig: Any, path: Path) -> None:
+        ticks[path.name] = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        save(fig, path)
+
+    monkeypatch.setattr(report_script, '_save', record_ticks)
+    written = report_script.write_report(results, tmp_path, name='r', rarest=2)
+    path = tmp_path / 'r_synthetic_rarest2_AP20.png'
+    assert path in written
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # rarest first; 'sea' has an AP for supcon only, which is enough
+    assert ticks[path.name] == ['airplane (5%)', 'sea (20%)']
+    # the plot of every label is unchanged: most frequent first
+    assert ticks['r_synthetic_per_label_AP20.png'] == [
+        'trees (60%)',
+        'sea (20%)',
+        'airplane (5%)',
+    ]
+    md = (tmp_path / 'r.md').read_text()
+    assert '![r_synthetic_rarest2_AP20.png](r_synthetic_rarest2_AP20.png)' in md
+
+    report_script.write_report(results, tmp_path / 'none', name='r', rarest=0)
+    assert not list((tmp_path / 'none').glob('*rarest*'))
+
+
+@pytest.fixture
+def paired_results(tmp_path: Path) -> Path:
+    """MACL against three baselines with different seeds.
+
+    macl and supcon ran seeds 0-2, jaccard_supcon seeds 1-3 and bce seed 2 only;
+    supcon seed 0 lacks P@20.
+    """
+    root = tmp_path / 'paired'
+    runs: dict[str, dict[int, tuple[float, float, float | None]]] = {
+        'macl': {0: (0.60, 1.5, 0.4), 1: (0.62, 1.7, 0.4), 2: (0.64, 1.9, 0.4)},
+        'supcon': {0: (0.50, 1.0, None), 1: (0.55, 1.0, 0.3), 2: (0.60, 1.0, 0.2)},
+        'jaccard_supcon': {
+            1: (0.58, 2.0, 0.5),
+            2: (0.60, 2.0, 0.5),
+            3: (0.90, 0.5, 0.5),
+        },
+        'bce': {2: (0.30, 2.5, 0.45)},
+        # neither an ablation of MACL nor one of a baseline is a baseline
+        'macl+no_pair_reweighting': {0: (0.99, 9.0, 0.9)},
+        'jaccard_supcon+no_graded_overlap': {0: (0.99, 9.0, 0.9)},
+    }
+    for method, seeds in runs.items():
+        for seed, (map20, acg, p20) in seeds.items():
+            metrics: dict[str, float] = {'mAP@20': map20, 'ACG@20': acg}
+            if p20 is not None:
+                metrics['P@20'] = p20
+            _write(root, 'synthetic', method, seed, metrics=metrics)
+    _write(root, 'alone', 'macl', 0, metrics={'mAP@20': 0.5})
+    return root
+
+
+def test_paired_differences(report_script: ModuleType, paired_results: Path) -> None:
+    records = report_script.load_results(paired_results)
+    rows = report_script.paired_differences(
+        records, 'macl', report_script.BASELINES, ['mAP', 'ACG', 'P'], 20
+    )
+    assert all(r.dataset == 'synthetic' and r.method == 'macl' for r in rows)
+    got = {(r.baseline, r.metric): r for r in rows}
+    assert list(got) == [
+        (b, m)
+        for b in ('supcon', 'jaccard_supcon', 'bce')
+        for m in ('mAP@20', 'ACG@20', 'P@20')
+    ]
+    expected = {
+        # macl - supcon on seeds 0, 1, 2: 0.10, 0.07, 0.04
+        ('supcon', 'mAP@20'): ((0, 1, 2), 0.07, 0.03),
+        ('supcon', 'ACG@20'): ((0, 1, 2), 0.7, 0.2),
+        # supcon seed 0 lacks P@20: 0.10, 0.20 on seeds 1, 2
+        ('supcon', 'P@20'): ((1, 2), 0.15, math.sqrt(0.005)),
+        # only seeds 1 and 2 are shared with jaccard_supcon
+        ('jaccard_supcon', 'mAP@20'): ((1, 2), 0.04, 0.0),
+        ('jaccard_supcon', 'ACG@20'): ((1, 2), -0.2, math.sqrt(0.02)),
+        ('jaccard_supcon', 'P@20'): ((1, 2), -0.1, 0.0),
+        # a single shared seed: no standard deviation
+        ('bce', 'mAP@20'): ((2,), 0.34, math.nan),
+        ('bce', 'ACG@20'): ((2,), -0.6, math.nan),
+        ('bce', 'P@20'): ((2,), -0.05, math.nan),
+    }
+    for key, (seeds, mean, std) in expected.items():
+        row = got[key]
+        assert row.seeds == seeds, key
+        assert row.n == len(seeds), key
+        assert row.mean == pytest.approx(mean), key
+        if math.isnan(std):
+            assert math.isnan(row.std), key
+        else:
+            assert row.std == pytest.approx(std, abs=1e-12), key
+    assert got[('supcon', 'P@20')].shared_seeds == (0, 1, 2)
+    assert got[('jaccard_supcon', 'mAP@20')].shared_seeds == (1, 2)
+    # best baseline: highest mean over its own seeds (jaccard_supcon's mAP@20 is
+    # 0.693 thanks to seed 3, which is not paired), not the best paired difference
+    best = {r.metric: r.baseline for r in rows if r.best}
+    assert best == {
+        'mAP@20': 'jaccard_supcon',
+        'ACG@20': 'bce',
+        'P@20': 'jaccard_supcon',
+    }
+
+    # another compared method, other baselines; no baseline at all: no rows
+    rows = report_script.paired_differences(
+        records, 'supcon', ['supcon', 'bce'], ['mAP'], 20
+    )
+    assert [(r.baseline, r.seeds, r.best) for r in rows] == [('bce', (2,), True)]
+    assert rows[0].mean == pytest.approx(0.30)
+    assert (
+        report_script.paired_differences(records, 'macl', ['ntxent'], ['mAP'], 20) == []
+    )
+    assert (
+        report_script.paired_differences(records, 'ntxent', ['supcon'], ['mAP'], 20)
+        == []
+    )
+
+
+def test_paired_markdown_and_csv(
+    report_script: ModuleType, paired_results: Path, tmp_path: Path
+) -> None:
+    written = report_script.write_report(
+        paired_results, tmp_path, name='p', metrics=['mAP', 'ACG', 'P'], plots=False
+    )
+    assert [p.name for p in written] == ['p.md', 'p.csv', 'p_paired.csv']
+    md = (tmp_path / 'p.md').read_text()
+    heading = '### Paired difference of macl to the baselines (same seeds)'
+    assert md.count(heading) == 1
+    assert md.index('## synthetic') < md.index(heading)
+    table = md[md.index(heading) :].split('\n\n')[2]
+    assert table.splitlines() == [
+        '| Baseline | Seeds | mAP@20 | ACG@20 | P@20 |',
+        '|:--|--:|--:|--:|--:|',
+        '| supcon | 3 | +7.00 ± 3.00 | +0.70 ± 0.20 | +15.00 ± 7.07 (n=2) |',
+        '| jaccard_supcon | 2 | +4.00 ± 0.00 | -0.20 ± 0.14 | -10.00 ± 0.00 |',
+        '| bce | 1 | +34.00 | -0.60 | -5.00 |',
+        (
+            '| best baseline | 1 to 2 | +4.00 ± 0.00 (jaccard_supcon, n=2) | '
+            '-0.60 (bce, n=1) | -10.00 ± 0.00 (jaccard_supcon, n=2) |'
+        ),
+    ]
+
+    rows = list(csv.DictReader(io.StringIO((tmp_path / 'p_paired.csv').read_text())))
+    assert list(rows[0]) == [
+        'dataset',
+        'method',
+        'baseline',
+        'metric',
+        'n',
+        'mean',
+        'std',
+        'best',
+    ]
+    assert len(rows) == 9
+    assert rows[0] == {
+        'dataset': 'synthetic',
+        'method': 'macl',
+        'baseline': 'supcon',
+        'metric': 'mAP@20',
+        'n': '3',
+        'mean': '0.070000',
+        'std': '0.030000',
+        'best': '0',
+    }
+    by = {(r['baseline'], r['metric']): r for r in rows}
+    assert by[('jaccard_supcon', 'mAP@20')]['n'] == '2'
+    assert by[('jaccard_supcon', 'mAP@20')]['best'] == '1'
+    assert by[('bce', 'ACG@20')]['mean'] == '-0.600000'
+    assert by[('bce', 'ACG@20')]['std'] == ''
+    assert by[('bce', 'ACG@20')]['best'] == '1'
+
+
+def test_paired_section_placement_and_absence(
+    report_script: ModuleType, results: Path, paired_results: Path, tmp_path: Path
+) -> None:
+    # all baselines on the same seeds: one seed count, the best baseline named
+    report_script.write_report(results, tmp_path / 'a', name='r', plots=False)
+    md = (tmp_path / 'a' / 'r.md').read_text()
+    assert md.count('### Paired difference of macl') == 1
+    assert (
+        '| supcon | 3 | +7.00 ± 3.00 | +0.00 ± 0.00 | +0.00 ± 0.00 | +0.70 ± 0.20 | '
+        '+0.00 ± 0.00 | -8.00 ± 2.00 | +0.00 ± 0.00 |'
+    ) in md
+    assert '| best baseline | 3 | +7.00 ± 3.00 (supcon) |' in md
+    # dlrsd (no macl) comes first and has no section
+    assert md.index('### Paired difference') > md.index('## synthetic')
+
+    # no baseline: no section and no CSV
+    report_script.write_report(
+        results, tmp_path / 'b', name='r', plots=False, baselines=['ntxent']
+    )
+    assert 'Paired difference' not in (tmp_path / 'b' / 'r.md').read_text()
+    assert not (tmp_path / 'b' / 'r_paired.csv').exists()
+
+    # another compared method through the command line
+    code = report_script.main(
+        [
+            '--results',
+            str(paired_results),
+            '--out',
+            str(tmp_path / 'c'),
+            '--name',
+            'r',
+            '--no-plots',
+            '--metrics',
+            'mAP',
+            '--compare-method',
+            'bce',
+            '--baselines',
+            'supcon',
+        ]
+    )
+    assert code == 0
+    md = (tmp_path / 'c' / 'r.md').read_text()
+    assert '### Paired difference of bce to the baselines (same seeds)' in md
+    assert '| supcon | 1 | -30.00 |' in md
+    assert '| best baseline | 1 | -30.00 (supcon) |' in md
+    assert 'Paired difference of macl' not in md
 
 
 def test_bad_inputs(
@@ -258,4 +515,5 @@ def test_main_writes_files(
     assert capsys.readouterr().out.split() == [
         str(tmp_path / 'x.md'),
         str(tmp_path / 'x.csv'),
+        str(tmp_path / 'x_paired.csv'),
     ]
