@@ -31,7 +31,8 @@ one component off:
 
 ==========================  ===================================================
 ``full``                    nothing changed (the plain ``macl`` run)
-``no_pair_reweighting``     ``loss_kwargs.alpha = 0``
+``no_pair_reweighting``     ``loss_kwargs.pair_weighting = mean``, ``alpha = 0``
+``no_anchor_weighting``     ``loss_kwargs.anchor_alpha = 0``
 ``no_dynamic_temperature``  ``loss_kwargs.gamma_j = gamma_rho = 0``
 ``no_graded_overlap``       ``loss_kwargs.beta = 0``
 ``no_label_aware_sampling`` ``data.init_args.sampler = random``
@@ -127,9 +128,15 @@ ABLATIONS: dict[str, Ablation] = {
         Ablation('full', (), None, 'every component on'),
         Ablation(
             'no_pair_reweighting',
-            ((f'{_KW}.alpha', 0.0),),
+            ((f'{_KW}.pair_weighting', 'mean'), (f'{_KW}.alpha', 0.0)),
             ('macl',),
-            'pair reweighting off (alpha = 0)',
+            'pair reweighting off (pair_weighting = mean, alpha = 0)',
+        ),
+        Ablation(
+            'no_anchor_weighting',
+            ((f'{_KW}.anchor_alpha', 0.0),),
+            ('macl',),
+            'anchor weighting off (anchor_alpha = 0)',
         ),
         Ablation(
             'no_dynamic_temperature',

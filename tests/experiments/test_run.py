@@ -11,11 +11,12 @@ from torchgeo_macl.losses import MACLLoss, get_loss
 from torchgeo_macl.main import main as cli_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'experiments' / 'configs'
-DATASETS = ('dlrsd', 'mlaid', 'synthetic', 'whdld')
+DATASETS = ('dlrsd', 'mlaid', 'mlaid150', 'synthetic', 'whdld')
 LOSSES = ('macl', 'supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent', 'bce')
 DATAMODULES = {
     'dlrsd': 'torchgeo_macl.datamodules.DLRSDRetrievalDataModule',
     'mlaid': 'torchgeo_macl.datamodules.MLAIDRetrievalDataModule',
+    'mlaid150': 'torchgeo_macl.datamodules.MLAIDRetrievalDataModule',
     'synthetic': 'torchgeo_macl.datamodules.DLRSDRetrievalDataModule',
     'whdld': 'torchgeo_macl.datamodules.WHDLDRetrievalDataModule',
 }
@@ -51,11 +52,17 @@ def test_base_configs_follow_the_protocol(dataset: str) -> None:
         assert model['weights'] is None
         assert data['root'] == 'data/synthetic'
         assert data['download'] is False
+    elif dataset == 'mlaid150':
+        # CPU protocol: random weights, 64 px, validation queries against train
+        assert model['image_size'] == 64
+        assert model['weights'] is None
+        assert data['query_split'] == 'val'
+        assert data['split_dir'] != data['root']
     else:
         assert model['image_size'] == 224
         assert base['trainer']['max_epochs'] == 100
     # mask-aware views wherever the dataset has masks
-    assert model['mask_aware_views'] is (dataset != 'mlaid')
+    assert model['mask_aware_views'] is (not dataset.startswith('mlaid'))
 
 
 @pytest.mark.parametrize('dataset', DATASETS)
@@ -157,13 +164,14 @@ def test_plan_and_dry_run(
     # the same configuration as full and is left out
     assert methods == [
         'macl',
+        'macl+no_anchor_weighting',
         'macl+no_dynamic_temperature',
         'macl+no_graded_overlap',
         'macl+no_label_aware_sampling',
         'macl+no_pair_reweighting',
         'supcon',
     ]
-    assert len(runs) == 12
+    assert len(runs) == 14
 
     code = run_script.main(
         [
@@ -184,8 +192,8 @@ def test_plan_and_dry_run(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert out.startswith('33 runs')
-    assert '[1/33] synthetic/macl/seed0  todo' in out
+    assert out.startswith('36 runs')
+    assert '[1/36] synthetic/macl/seed0  todo' in out
     assert 'synthetic/macl+no_mask_aware_views/seed2' in out
     assert 'synthetic/bce/seed2' in out
     assert not (tmp_path / 'runs').exists()
