@@ -17,8 +17,9 @@ prefix, per-label AP@k with the label names and training-split label frequencies
 the command line, config files, overrides, seed, date, package versions and wall
 time.
 
-A run whose ``metrics.json`` exists is skipped. A run that crashed has none and is
-run again; when its configuration is unchanged and it left a ``last.ckpt``, training
+A run whose ``metrics.json`` exists is skipped when its recorded configuration is
+the one the configs give now, and run again (replacing the old results) when it
+changed. A run that crashed has no ``metrics.json`` and is run again; when its configuration is unchanged and it left a ``last.ckpt``, training
 resumes from that checkpoint (``--fresh`` starts over). Checkpoints are deleted once
 ``metrics.json`` is written, unless ``--keep-checkpoints``.
 
@@ -842,15 +843,20 @@ def execute(run: Run, options: Options, index: int, total: int) -> str:
     tag = f'[{index}/{total}] {run.name}'
     run_dir = run.run_dir(options.results_dir)
     metrics_path = run_dir / METRICS_FILE
-    if metrics_path.exists():
-        print(f'{tag}: skip ({display_path(metrics_path)} exists)', flush=True)
-        return 'skip'
-
     config = resolve_config(run, options, run_dir)
     text = _config_text(config)
     config_path = run_dir / RUN_CONFIG_FILE
+    if metrics_path.exists():
+        if config_path.is_file() and config_path.read_text('utf-8') == text:
+            print(f'{tag}: skip ({display_path(metrics_path)} exists)', flush=True)
+            return 'skip'
+        print(
+            f'{tag}: the configuration changed since {display_path(metrics_path)} '
+            'was written; running again',
+            flush=True,
+        )
     resume_from = None
-    if run_dir.exists():
+    if run_dir.exists() and not metrics_path.exists():
         same = config_path.is_file() and config_path.read_text('utf-8') == text
         last = _find_last_checkpoint(run_dir) if same and not options.fresh else None
         if last is not None:
@@ -859,6 +865,8 @@ def execute(run: Run, options: Options, index: int, total: int) -> str:
         else:
             print(f'{tag}: unfinished earlier attempt, starting over', flush=True)
             shutil.rmtree(run_dir)
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
     write_text_atomic(config_path, text)
 
     if run.dataset in SYNTHETIC_DATASETS:

@@ -316,6 +316,18 @@ def test_skips_finished_runs(
     assert out.count(': skip (') == 4
     assert '0 done, 4 skipped, 0 failed' in out
 
+    # a changed configuration runs again, replacing the old results
+    fake.calls.clear()
+    assert run_script.main(_grid(tmp_path, '--set', 'trainer.max_epochs=2')) == 0
+    assert len(fake.calls) == 4
+    out = capsys.readouterr().out
+    assert out.count('the configuration changed since') == 4
+    assert '4 done, 0 skipped, 0 failed' in out
+    record = json.loads(
+        (tmp_path / 'runs/synthetic/supcon/seed1/metrics.json').read_text()
+    )
+    assert record['config']['trainer']['max_epochs'] == 2
+
 
 def test_crashed_run_is_redone_and_resumed(
     run_script: ModuleType,
@@ -352,7 +364,9 @@ def test_crashed_run_is_redone_and_resumed(
     (crashed / 'stale.txt').write_text('old')
     fake.calls.clear()
     assert run_script.main(_grid(tmp_path, '--max-epochs', '3')) == 0
-    assert fake.calls[-1] == ('synthetic/supcon/seed0', None)
+    # (the finished runs run again too: their configuration changed)
+    assert len(fake.calls) == 4
+    assert ('synthetic/supcon/seed0', None) in fake.calls
     assert not (crashed / 'stale.txt').exists()
     assert 'starting over' in capsys.readouterr().out
 
