@@ -274,7 +274,7 @@ def _datamodule_from_config(path: str) -> Any:
     arg(
         '--out',
         required=True,
-        help='index path prefix (writes OUT.faiss, OUT.json, ...)',
+        help='index path prefix (writes OUT.json, the data files it names, ...)',
     ),
     arg('--kind', default='flat', choices=('flat', 'ivf', 'hnsw', 'ivfpq')),
     arg(

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..datasets.utils import atomic_write_bytes
 from .index import EmbeddingIndex
 
 if TYPE_CHECKING:
@@ -271,14 +271,8 @@ def save_archive_info(index_path: str | os.PathLike[str], info: ArchiveInfo) -> 
     """
     target = _info_path(index_path)
     payload = {'format_version': ARCHIVE_FORMAT_VERSION, **info.__dict__}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    text = json.dumps(payload, indent=1, sort_keys=True)
+    atomic_write_bytes(target, text.encode('utf-8'))
 
 
 def load_archive_info(index_path: str | os.PathLike[str]) -> ArchiveInfo:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import operator
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import re
+import secrets
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal, SupportsIndex
 
 import faiss
@@ -29,7 +31,16 @@ _FAISS_TYPES: dict[str, str] = {
     'ivfpq': 'IndexIVFPQ',
 }
 _FORMAT = 'torchgeo_macl.EmbeddingIndex'
-_FORMAT_VERSION = 1
+#: Format written by :meth:`EmbeddingIndex.save`.
+_FORMAT_VERSION = 2
+#: Formats read by :meth:`EmbeddingIndex.load`. Format 1 keeps the ids in the
+#: sidecar and the data in ``<prefix>.faiss`` and ``<prefix>.labels.npy``.
+_READABLE_VERSIONS = (1, 2)
+#: Hex digits of the version token in the data file names of a save.
+_TOKEN_DIGITS = 16
+#: Reads of the sidecar by :meth:`EmbeddingIndex.load` when a save replaces the
+#: files it names while they are being read.
+_LOAD_ATTEMPTS = 5
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -49,27 +60,111 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _temporary_file(target: str) -> Iterator[str]:
-    """A temporary path next to ``target``, removed unless it was moved away."""
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f'.{os.path.basename(target)}.', suffix='.tmp'
-    )
-    os.close(fd)
+def _hash_and_sync(path: str) -> str:
+    """SHA-256 of a file just written, which is also flushed to disk."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    """Create ``path`` (it must not exist), write ``data`` and flush it to disk."""
+    with open(path, 'xb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_directory(directory: str) -> None:
+    """Flush the entries of a directory to disk, where the platform allows it."""
     try:
-        yield tmp
+        fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.close(fd)
 
 
 def _prefix(path: str | os.PathLike[str]) -> str:
-    prefix = os.fspath(path)
+    """The path prefix of an index: ``path`` without a ``.faiss``/``.json`` suffix.
+
+    Args:
+        path: Path prefix, or the path of the sidecar or of a format 1 faiss file.
+
+    Returns:
+        The path prefix.
+
+    Raises:
+        ValueError: If the prefix has no file name (it ends with a path separator,
+            or is ``.`` or ``..``).
+    """
+    given = os.fspath(path)
+    prefix = given
     for suffix in ('.faiss', '.json'):
         if prefix.endswith(suffix):
-            return prefix[: -len(suffix)]
+            prefix = prefix[: -len(suffix)]
+            break
+    if os.path.basename(prefix) in ('', os.curdir, os.pardir):
+        raise ValueError(
+            f'index path {given!r} names a directory, not a path prefix: give a '
+            f'prefix with a file name, such as {os.path.join(prefix, "index")!r}'
+        )
     return prefix
+
+
+def _stale_files(directory: str, name: str, keep: Collection[str]) -> list[str]:
+    """Files of earlier or interrupted saves to the path prefix ``directory/name``.
+
+    These are the files of the naming scheme of :meth:`EmbeddingIndex.save` that
+    ``keep`` does not list: ``<name>.<token>.faiss``, ``.ids.json``, ``.labels.npy``
+    and ``.json.tmp``, the format 1 data files ``<name>.faiss`` and
+    ``<name>.labels.npy``, and the format 1 temporary files
+    ``.<name>.<suffix>.<random>.tmp``. A ``<name>.<token>.*`` file is left alone
+    when ``<name>.<token>.json`` exists: it then belongs to the index with that
+    path prefix.
+
+    Args:
+        directory: Directory of the index.
+        name: File name part of the path prefix.
+        keep: File names to keep.
+
+    Returns:
+        Paths of the stale files, sorted.
+    """
+    escaped = re.escape(name)
+    versioned = re.compile(
+        rf'{escaped}\.([0-9a-f]{{{_TOKEN_DIGITS}}})'
+        r'\.(?:faiss|ids\.json|labels\.npy|json\.tmp)'
+    )
+    legacy = re.compile(
+        rf'{escaped}\.(?:faiss|labels\.npy)'
+        rf'|\.{escaped}\.(?:faiss|labels\.npy|json)\.[a-z0-9_]{{8}}\.tmp'
+    )
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    present = set(entries)
+    stale: list[str] = []
+    for entry in sorted(entries):
+        if entry in keep:
+            continue
+        match = versioned.fullmatch(entry)
+        if match is not None:
+            if f'{name}.{match.group(1)}.json' in present:
+                continue
+        elif legacy.fullmatch(entry) is None:
+            continue
+        path = os.path.join(directory, entry)
+        if not os.path.isdir(path):
+            stale.append(path)
+    return stale
 
 
 class EmbeddingIndex:
@@ -94,10 +189,12 @@ class EmbeddingIndex:
     return positions (insertion order, like :attr:`ids`), which :meth:`ids_for`
     maps to ids.
 
-    :meth:`save` writes ``<path>.faiss`` (the faiss index), ``<path>.json`` (format
-    version, kind, dimension, count, model id, search parameters, ids, SHA-256 of
-    the other files) and ``<path>.labels.npy`` (uint8 labels, when there are
-    labels); no pickle. :meth:`load` checks them against each other.
+    :meth:`save` writes, atomically, the sidecar ``<path>.json`` (format version,
+    version token, kind, dimension, count, model id, search parameters, and the
+    name and SHA-256 of each data file) and the data files of that save, ``<path>.<version>.faiss``
+    (the faiss index), ``<path>.<version>.ids.json`` (the ids, a JSON list) and
+    ``<path>.<version>.labels.npy`` (uint8 labels, when there are labels); no
+    pickle. :meth:`load` checks them against each other.
 
     Args:
         dim: Embedding dimension.
@@ -514,69 +611,116 @@ class EmbeddingIndex:
             'ef_search': self._ef_search,
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write ``<path>.faiss``, ``<path>.json`` and ``<path>.labels.npy``.
+    def _labels_array(self) -> np.ndarray[Any, np.dtype[np.uint8]] | None:
+        if self._num_labels is None:
+            return None
+        if not self._labels:
+            return np.zeros((0, self._num_labels), dtype=np.uint8)
+        array: np.ndarray[Any, np.dtype[np.uint8]] = np.concatenate(self._labels)
+        return array
 
-        Each file is written to a temporary file and renamed into place; the JSON
-        sidecar, which holds the SHA-256 of the other files, is renamed last. A
-        trailing ``.faiss`` or ``.json`` in ``path`` is dropped.
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to the path prefix ``path``, atomically.
+
+        A save writes its data files under names of their own,
+        ``<path>.<version>.faiss``, ``<path>.<version>.ids.json`` and, when there are
+        labels, ``<path>.<version>.labels.npy``, where ``<version>`` is a new random
+        token, and flushes them to disk. It then replaces the sidecar
+        ``<path>.json``, which names these files with their SHA-256, in one
+        ``os.replace``: a reader sees either the complete earlier index or the
+        complete new one, also after a save that was interrupted. Only then are the
+        files of earlier saves to ``path`` removed, with the leftovers of
+        interrupted ones (files of this naming scheme only, format 1 files
+        included; other files are never touched). Files get the permissions that
+        ``open`` gives under the process umask. Saves to one prefix must not run
+        concurrently. A trailing ``.faiss`` or ``.json`` in ``path`` is dropped.
 
         Args:
             path: Path prefix; missing parent directories are created.
 
         Raises:
-            ValueError: If an ``'ivf'``/``'ivfpq'`` index was never trained.
+            ValueError: If an ``'ivf'``/``'ivfpq'`` index was never trained, or
+                ``path`` ends with a path separator or names an existing directory.
+            OSError: If a file cannot be written; the index saved earlier under
+                ``path`` is then left as it was.
         """
         if self._index is None:
             raise ValueError(
                 f'this {self._kind!r} index is not trained: nothing to save'
             )
         prefix = _prefix(path)
+        if os.path.isdir(prefix):
+            raise ValueError(
+                f'index path prefix {prefix!r} is an existing directory: give a '
+                f'prefix for the index files, such as '
+                f'{os.path.join(prefix, "index")!r}'
+            )
         directory = os.path.dirname(os.path.abspath(prefix))
+        name = os.path.basename(prefix)
         os.makedirs(directory, exist_ok=True)
-        faiss_path = prefix + '.faiss'
-        json_path = prefix + '.json'
-        labels_path = prefix + '.labels.npy'
-        labels = self.labels
-        with (
-            _temporary_file(faiss_path) as faiss_tmp,
-            _temporary_file(labels_path) as labels_tmp,
-            _temporary_file(json_path) as json_tmp,
-        ):
-            faiss.write_index(self._index, faiss_tmp)
+        token = secrets.token_hex(_TOKEN_DIGITS // 2)
+        faiss_name = f'{name}.{token}.faiss'
+        ids_name = f'{name}.{token}.ids.json'
+        labels_name = f'{name}.{token}.labels.npy'
+        json_path = os.path.join(directory, f'{name}.json')
+        json_tmp = os.path.join(directory, f'{name}.{token}.json.tmp')
+        written: list[str] = []
+        committed = False
+        try:
+            faiss_path = os.path.join(directory, faiss_name)
+            written.append(faiss_path)
+            faiss.write_index(self._index, faiss_path)
             sidecar: dict[str, Any] = {
                 'format': _FORMAT,
                 'format_version': _FORMAT_VERSION,
+                'version': token,
                 'kind': self._kind,
                 'dim': self._dim,
                 'count': self.ntotal,
                 'metric': 'inner_product_l2_normalised',
                 'model_id': self._model_id,
                 'params': self._params(),
-                'faiss': {
-                    'file': os.path.basename(faiss_path),
-                    'sha256': _sha256(faiss_tmp),
-                },
+                'faiss': {'file': faiss_name, 'sha256': _hash_and_sync(faiss_path)},
+                'ids': None,
                 'labels': None,
-                'ids': self._ids,
             }
+            ids = json.dumps(self._ids, indent=0).encode('utf-8')
+            written.append(os.path.join(directory, ids_name))
+            _write_synced(written[-1], ids)
+            sidecar['ids'] = {
+                'file': ids_name,
+                'sha256': hashlib.sha256(ids).hexdigest(),
+            }
+            labels = self._labels_array()
             if labels is not None:
-                with open(labels_tmp, 'wb') as f:
-                    np.save(f, labels.numpy().astype(np.uint8), allow_pickle=False)
+                buffer = io.BytesIO()
+                np.save(buffer, labels, allow_pickle=False)
+                data = buffer.getvalue()
+                written.append(os.path.join(directory, labels_name))
+                _write_synced(written[-1], data)
                 sidecar['labels'] = {
-                    'file': os.path.basename(labels_path),
+                    'file': labels_name,
                     'shape': list(labels.shape),
                     'dtype': 'uint8',
-                    'sha256': _sha256(labels_tmp),
+                    'sha256': hashlib.sha256(data).hexdigest(),
                 }
-            with open(json_tmp, 'w', encoding='utf-8') as f:
-                json.dump(sidecar, f, allow_nan=False)
-            os.replace(faiss_tmp, faiss_path)
-            if labels is not None:
-                os.replace(labels_tmp, labels_path)
+            written.append(json_tmp)
+            _write_synced(
+                json_tmp, json.dumps(sidecar, allow_nan=False, indent=1).encode('utf-8')
+            )
+            _sync_directory(directory)  # the data files exist before the switch
             os.replace(json_tmp, json_path)
-        if labels is None and os.path.exists(labels_path):
-            os.remove(labels_path)  # stale labels of an earlier save
+            committed = True
+        finally:
+            if not committed:
+                for created in reversed(written):
+                    with contextlib.suppress(OSError):
+                        os.remove(created)
+        _sync_directory(directory)
+        keep = (faiss_name, ids_name, labels_name)
+        for stale in _stale_files(directory, name, keep):
+            with contextlib.suppress(OSError):
+                os.remove(stale)  # the next save tries again
 
     @classmethod
     def load(
@@ -588,36 +732,66 @@ class EmbeddingIndex:
     ) -> EmbeddingIndex:
         """Read an index written by :meth:`save` and check its files.
 
+        The sidecar ``<path>.json`` names the data files; when a save to ``path``
+        replaces them while they are being read, the new index is read instead.
+        Indexes of format 1, written by earlier versions (``<path>.faiss``,
+        ``<path>.labels.npy`` and the ids in the sidecar), are read too; their ids
+        are not covered by a checksum.
+
         Args:
             path: Path prefix given to :meth:`save`.
             expected_model_id: When given, the saved model id must equal it.
-            verify_checksums: Compare the SHA-256 of the files with the sidecar.
+            verify_checksums: Compare the SHA-256 of the faiss, ids and labels files
+                with the sidecar.
 
         Returns:
             The index.
 
         Raises:
-            FileNotFoundError: If the sidecar, the faiss file or the labels file is
-                missing.
-            ValueError: If a file is corrupt, the sidecar does not match the faiss
-                index or the labels, or the model id differs.
+            FileNotFoundError: If the sidecar or a file it names is missing.
+            ValueError: If ``path`` ends with a path separator, a file is corrupt or
+                does not match its SHA-256 in the sidecar, the sidecar does not
+                match the faiss index, the ids or the labels, or the model id
+                differs.
         """
         prefix = _prefix(path)
         json_path = prefix + '.json'
-        faiss_path = prefix + '.faiss'
-        if not os.path.isfile(json_path):
-            raise FileNotFoundError(f'index sidecar {json_path!r} not found')
-        if not os.path.isfile(faiss_path):
-            raise FileNotFoundError(f'faiss index file {faiss_path!r} not found')
-        try:
-            with open(json_path, encoding='utf-8') as f:
-                meta = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(
-                f'index sidecar {json_path!r} is not valid JSON: {err}'
-            ) from err
-        meta = _check_sidecar(meta, json_path)
+        attempt = 1
+        while True:
+            raw, meta = _read_sidecar(prefix, json_path)
+            try:
+                return cls._from_files(
+                    prefix, json_path, meta, expected_model_id, verify_checksums
+                )
+            except FileNotFoundError:
+                if attempt >= _LOAD_ATTEMPTS or not _sidecar_changed(json_path, raw):
+                    raise
+            attempt += 1
 
+    @classmethod
+    def _from_files(
+        cls,
+        prefix: str,
+        json_path: str,
+        meta: dict[str, Any],
+        expected_model_id: str | None,
+        verify_checksums: bool,
+    ) -> EmbeddingIndex:
+        """Read the files named by a checked sidecar."""
+        directory = os.path.dirname(prefix)
+        legacy = meta['format_version'] == 1
+
+        def data_file(key: str, suffix: str) -> str:
+            if legacy:
+                return prefix + suffix
+            return os.path.join(directory, meta[key]['file'])
+
+        faiss_path = data_file('faiss', '.faiss')
+        listed = '' if legacy else f' (listed in {json_path!r})'
+        if not os.path.isfile(faiss_path):
+            raise FileNotFoundError(
+                f'faiss index file {faiss_path!r} not found{listed}'
+            )
         if expected_model_id is not None and meta['model_id'] != expected_model_id:
             raise ValueError(
                 f'index {faiss_path!r} was built with model {meta["model_id"]!r}, '
@@ -632,6 +806,10 @@ class EmbeddingIndex:
         try:
             index = faiss.read_index(faiss_path)
         except RuntimeError as err:
+            if not os.path.isfile(faiss_path):
+                raise FileNotFoundError(
+                    f'faiss index file {faiss_path!r} not found{listed}'
+                ) from err
             raise ValueError(
                 f'cannot read faiss index file {faiss_path!r}: {err}'
             ) from err
@@ -657,6 +835,11 @@ class EmbeddingIndex:
             raise ValueError(
                 f'faiss index file {faiss_path!r} is not an inner-product index'
             )
+        if legacy:
+            ids: list[str] = list(meta['ids'])
+        else:
+            ids_path = data_file('ids', '')
+            ids = _read_ids(ids_path, meta, json_path, verify_checksums)
 
         params = meta['params']
         self = cls(
@@ -674,11 +857,14 @@ class EmbeddingIndex:
         self._index = index
         self.nprobe = self._nprobe
         self.ef_search = self._ef_search
-        self._ids = list(meta['ids'])
-        self._id_set = set(self._ids)
+        self._ids = ids
+        self._id_set = set(ids)
 
         if meta['labels'] is not None:
-            self._labels = [_read_labels(prefix, meta, json_path, verify_checksums)]
+            labels_path = data_file('labels', '.labels.npy')
+            self._labels = [
+                _read_labels(labels_path, meta, json_path, verify_checksums)
+            ]
             self._num_labels = int(meta['labels']['shape'][1])
         return self
 
@@ -788,19 +974,58 @@ def _centroids(index: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
     return array
 
 
+def _read_sidecar(prefix: str, json_path: str) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of a sidecar and its checked content."""
+    if not os.path.isfile(json_path):
+        hint = ''
+        if os.path.isdir(prefix):
+            hint = (
+                f' ({prefix!r} is a directory: give the path prefix of the index files)'
+            )
+        raise FileNotFoundError(f'index sidecar {json_path!r} not found{hint}')
+    with open(json_path, 'rb') as f:
+        raw = f.read()
+    try:
+        meta = json.loads(raw.decode('utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f'index sidecar {json_path!r} is not valid JSON: {err}'
+        ) from err
+    return raw, _check_sidecar(meta, json_path)
+
+
+def _sidecar_changed(json_path: str, raw: bytes) -> bool:
+    """Whether the sidecar no longer holds ``raw`` (a save replaced it)."""
+    try:
+        with open(json_path, 'rb') as f:
+            return f.read() != raw
+    except OSError:
+        return False
+
+
 def _check_sidecar(meta: object, json_path: str) -> dict[str, Any]:
     def bad(reason: str) -> ValueError:
         return ValueError(f'index sidecar {json_path!r} is invalid: {reason}')
+
+    def check_file(entry: dict[str, Any], key: str) -> None:
+        file = entry.get('file')
+        if (
+            not isinstance(file, str)
+            or file in ('', os.curdir, os.pardir)
+            or os.path.basename(file) != file
+            or '/' in file
+            or '\\' in file
+        ):
+            raise bad(f'{key}.file must name a file next to the sidecar, got {file!r}')
 
     if not isinstance(meta, dict):
         raise bad('not a JSON object')
     if meta.get('format') != _FORMAT:
         raise bad(f'format is {meta.get("format")!r}, expected {_FORMAT!r}')
-    if meta.get('format_version') != _FORMAT_VERSION:
-        raise bad(
-            f'format_version {meta.get("format_version")!r} is not supported '
-            f'(expected {_FORMAT_VERSION})'
-        )
+    version = meta.get('format_version')
+    if isinstance(version, bool) or version not in _READABLE_VERSIONS:
+        readable = ' or '.join(str(v) for v in _READABLE_VERSIONS)
+        raise bad(f'format_version {version!r} is not supported (expected {readable})')
     if meta.get('kind') not in _KINDS:
         raise bad(f'unknown kind {meta.get("kind")!r}')
     for key in ('dim', 'count'):
@@ -818,12 +1043,18 @@ def _check_sidecar(meta: object, json_path: str) -> dict[str, Any]:
     ):
         raise bad('faiss must be an object with a sha256')
     ids = meta.get('ids')
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise bad('ids must be a list of strings')
-    if len(ids) != meta['count']:
-        raise bad(f'it lists {len(ids)} ids for count {meta["count"]}')
-    if len(set(ids)) != len(ids):
-        raise bad('ids contain duplicates')
+    if version == 1:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise bad('ids must be a list of strings')
+        if len(ids) != meta['count']:
+            raise bad(f'it lists {len(ids)} ids for count {meta["count"]}')
+        if len(set(ids)) != len(ids):
+            raise bad('ids contain duplicates')
+    else:
+        check_file(faiss_meta, 'faiss')
+        if not isinstance(ids, dict) or not isinstance(ids.get('sha256'), str):
+            raise bad('ids must be an object with a file and a sha256')
+        check_file(ids, 'ids')
     labels = meta.get('labels')
     if labels is not None:
         shape = labels.get('shape') if isinstance(labels, dict) else None
@@ -836,24 +1067,60 @@ def _check_sidecar(meta: object, json_path: str) -> dict[str, Any]:
             raise bad('labels must be null or an object with shape [N, C] and sha256')
         if shape[0] != meta['count']:
             raise bad(f'labels have {shape[0]} rows for count {meta["count"]}')
+        if version != 1:
+            check_file(labels, 'labels')
     return meta
 
 
+def _read_ids(
+    ids_path: str, meta: dict[str, Any], json_path: str, verify: bool
+) -> list[str]:
+    try:
+        with open(ids_path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f'ids file {ids_path!r} not found (listed in {json_path!r})'
+        ) from err
+    if verify and hashlib.sha256(data).hexdigest() != meta['ids']['sha256']:
+        raise ValueError(
+            f'ids file {ids_path!r} does not match its sidecar {json_path!r} '
+            '(SHA-256 differs): the file was edited or is from another save'
+        )
+    try:
+        loaded = json.loads(data.decode('utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'cannot read ids file {ids_path!r}: {err}') from err
+    if not isinstance(loaded, list) or not all(isinstance(i, str) for i in loaded):
+        raise ValueError(f'ids file {ids_path!r} must hold a JSON list of strings')
+    ids: list[str] = loaded
+    if len(ids) != meta['count']:
+        raise ValueError(
+            f'ids file {ids_path!r} lists {len(ids)} ids, but its sidecar '
+            f'{json_path!r} says count {meta["count"]}'
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f'ids file {ids_path!r} lists duplicate ids')
+    return ids
+
+
 def _read_labels(
-    prefix: str, meta: dict[str, Any], json_path: str, verify: bool
+    labels_path: str, meta: dict[str, Any], json_path: str, verify: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    labels_path = prefix + '.labels.npy'
-    if not os.path.isfile(labels_path):
+    try:
+        with open(labels_path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError as err:
         raise FileNotFoundError(
             f'labels file {labels_path!r} not found (listed in {json_path!r})'
-        )
-    if verify and _sha256(labels_path) != meta['labels']['sha256']:
+        ) from err
+    if verify and hashlib.sha256(data).hexdigest() != meta['labels']['sha256']:
         raise ValueError(
             f'labels file {labels_path!r} does not match its sidecar {json_path!r} '
             '(SHA-256 differs)'
         )
     try:
-        array = np.load(labels_path, allow_pickle=False)
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f'cannot read labels file {labels_path!r}: {err}') from err
     expected = tuple(meta['labels']['shape'])
