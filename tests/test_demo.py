@@ -190,7 +190,7 @@ def test_demo_too_small_archive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / 'demo'
-    assert main(_demo_args(out, 80)) == 2
+    assert main(_demo_args(out, 80)) == 1
     err = capsys.readouterr().err
     assert err.startswith('torchgeo-macl demo: error: num_images=80 is too small')
     assert 'mAP@20' in err

@@ -1,14 +1,30 @@
 import argparse
 import os
+import re
+import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 import torchgeo_macl
 from torchgeo_macl import main as cli
-from torchgeo_macl.main import SUBCOMMANDS, arg, build_parser, main, subcommand
+from torchgeo_macl.main import (
+    DEBUG_ENV,
+    SUBCOMMANDS,
+    CheckpointError,
+    arg,
+    build_parser,
+    debug_from_env,
+    main,
+    positive_int,
+    subcommand,
+)
 
 
 def _script() -> str:
@@ -79,3 +95,419 @@ def test_adding_a_subcommand_is_one_function(
         subcommand('hello', 'again')(_hello)
     with pytest.raises(ValueError, match='already registered'):
         subcommand('fit', 'clash')(_hello)
+
+
+# ------------------------------------------------------------------ errors
+
+CONF = Path(__file__).parent / 'conf'
+DATA = Path(__file__).parent / 'data'
+
+
+def _error_line(err: str, command: str) -> str:
+    """The single line of standard error, checked to be a one-line error report."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f'torchgeo-macl {command}: error: '), err
+    assert 'Traceback' not in err
+    return lines[0]
+
+
+def test_positive_int() -> None:
+    assert positive_int('3') == 3
+    for text, message in (('0', 'got 0'), ('-2', 'got -2'), ('x', "got 'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            positive_int(text)
+
+
+@pytest.mark.parametrize(
+    ('value', 'expected'),
+    [('1', True), ('true', True), (' ON ', True), ('0', False), ('', False)],
+)
+def test_debug_from_env(value: str, expected: bool) -> None:
+    assert debug_from_env({DEBUG_ENV: value}) is expected
+    assert debug_from_env({}) is False
+
+
+@pytest.mark.parametrize(
+    ('argv', 'option', 'value'),
+    [
+        (
+            ['index', '--ckpt', 'a', '--data', 'b', '--out', 'c', '--batch-size', '0'],
+            '--batch-size',
+            '0',
+        ),
+        (
+            ['index', '--ckpt', 'a', '--data', 'b', '--out', 'c', '--batch-size', 'x'],
+            '--batch-size',
+            "'x'",
+        ),
+        (['search', '--index', 'i', '--ckpt', 'c', '-k', '0', 'q'], '-k', '0'),
+        (['demo', '--epochs', '0'], '--epochs', '0'),
+        (['demo', '--batch-size', '-1'], '--batch-size', '-1'),
+        (['demo', '--num-images', '0'], '--num-images', '0'),
+        (['demo', '--image-size', '0'], '--image-size', '0'),
+        (['demo', '--train-size', '0'], '--train-size', '0'),
+    ],
+)
+def test_numeric_options_reject_values_below_one(
+    argv: list[str], option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    line = _error_line(capsys.readouterr().err, argv[0])
+    assert f'argument {option}: ' in line
+    assert f'got {value}' in line
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(['index', '--ckpt', 'a'])
+    assert exc.value.code == 2
+    line = _error_line(capsys.readouterr().err, 'index')
+    assert 'required: --data, --out' in line
+
+
+@pytest.fixture
+def failing(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """A subcommand ``fail`` that raises the exception put in the returned list."""
+    monkeypatch.setattr(cli, 'SUBCOMMANDS', dict(SUBCOMMANDS))
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    raised: list[BaseException] = []
+
+    @subcommand('fail', 'Raise an exception.')
+    def _fail(args: argparse.Namespace) -> int:
+        raise raised[0]
+
+    return raised
+
+
+@pytest.mark.parametrize(
+    ('error', 'message'),
+    [
+        (
+            PermissionError(13, 'Permission denied', '/ro/out.json'),
+            "[Errno 13] Permission denied: '/ro/out.json'",
+        ),
+        (FileExistsError(17, 'File exists', '/out'), "[Errno 17] File exists: '/out'"),
+        (FileNotFoundError('checkpoint not found: a.ckpt'), 'a.ckpt'),
+        (ValueError('bad value\nspread over lines'), 'bad value spread over lines'),
+        (CheckpointError('x.ckpt is not a RetrievalTask checkpoint'), 'x.ckpt'),
+        (EOFError(), None),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_1(
+    failing: list[BaseException],
+    error: BaseException,
+    message: str | None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing.append(error)
+    if message is None:  # not a user error: the traceback is kept
+        with pytest.raises(EOFError):
+            main(['fail'])
+        return
+    assert main(['fail']) == 1
+    assert message in _error_line(capsys.readouterr().err, 'fail')
+    with pytest.raises(type(error)):
+        main(['--debug', 'fail'])
+    monkeypatch.setenv(DEBUG_ENV, '1')
+    with pytest.raises(type(error)):
+        main(['fail'])
+
+
+@pytest.mark.parametrize(
+    'error', [AssertionError('bug'), TypeError('bug'), KeyError('bug')]
+)
+def test_faults_of_the_program_keep_their_traceback(
+    failing: list[BaseException], error: BaseException
+) -> None:
+    failing.append(error)
+    with pytest.raises(type(error)):
+        main(['fail'])
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny RetrievalTask checkpoint (untrained)."""
+    import lightning
+    import torch
+
+    from torchgeo_macl.tasks import RetrievalTask
+
+    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt'
+    torch.save(
+        {
+            'state_dict': task.state_dict(),
+            'hyper_parameters': dict(task.hparams),
+            'pytorch-lightning_version': lightning.__version__,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ('name', 'content', 'reason'),
+    [
+        ('empty.ckpt', lambda ckpt: b'', 'EOFError'),
+        ('text.ckpt', lambda ckpt: b'not a checkpoint', ''),
+        ('cut.ckpt', lambda ckpt: ckpt.read_bytes()[:4096], 'zip archive'),
+    ],
+)
+@pytest.mark.parametrize('command', ['index', 'search'])
+def test_unreadable_checkpoint(
+    command: str,
+    name: str,
+    content: Callable[[Path], bytes],
+    reason: str,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(content(checkpoint))
+    if command == 'index':
+        argv = ['index', '--ckpt', str(bad), '--data', str(DATA)]
+        argv += ['--out', str(tmp_path / 'idx' / 'x')]
+    else:
+        argv = ['search', '--index', str(tmp_path / 'idx'), '--ckpt', str(bad), 'q']
+    assert main(argv) == 1
+    line = _error_line(capsys.readouterr().err, command)
+    assert f'{bad} is not a RetrievalTask checkpoint' in line
+    assert reason in line
+    assert not (tmp_path / 'idx').exists()
+    with pytest.raises(CheckpointError):
+        main(['--debug', *argv])
+
+
+def test_index_output_under_a_file(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    argv = ['index', '--ckpt', str(checkpoint), '--data', str(DATA / 'dlrsd')]
+    assert main([*argv, '--out', str(blocker / 'x')]) == 1
+    line = _error_line(capsys.readouterr().err, 'index')
+    assert '[Errno 17] File exists' in line
+    assert str(blocker) in line
+
+
+@pytest.mark.skipif(
+    not hasattr(os, 'geteuid') or os.geteuid() == 0,
+    reason='permissions do not bind the superuser',
+)
+def test_demo_read_only_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        assert main(['demo', '--out', str(tmp_path / 'demo')]) == 1
+    finally:
+        tmp_path.chmod(0o700)
+    line = _error_line(capsys.readouterr().err, 'demo')
+    assert 'Permission denied' in line
+    assert str(tmp_path / 'demo') in line
+
+
+def test_demo_output_under_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    assert main(['demo', '--out', str(blocker / 'demo')]) == 1
+    line = _error_line(capsys.readouterr().err, 'demo')
+    assert str(blocker / 'demo') in line
+
+
+def _data_config(tmp_path: Path, **init_args: Any) -> Path:
+    root = tmp_path / 'dlrsd'
+    shutil.copytree(DATA / 'dlrsd' / 'DLRSD', root / 'DLRSD')
+    shutil.rmtree(root / 'DLRSD' / 'splits', ignore_errors=True)
+    args = {'root': str(root), 'batch_size': 4, **init_args}
+    config = tmp_path / 'data.yaml'
+    config.write_text(
+        yaml.safe_dump(
+            {
+                'data': {
+                    'class_path': 'torchgeo_macl.datamodules.DLRSDRetrievalDataModule',
+                    'init_args': args,
+                }
+            }
+        )
+    )
+    return config
+
+
+def test_index_empty_split(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 12 images: the test split's 1 % is empty
+    config = _data_config(tmp_path, split_fractions=[0.9, 0.09, 0.01])
+    out = tmp_path / 'idx' / 'x'
+    argv = ['index', '--ckpt', str(checkpoint), '--data', str(config), '--out']
+    assert main([*argv, str(out), '--split', 'test']) == 1
+    line = _error_line(capsys.readouterr().err, 'index')
+    assert f"{config}: the 'test' split of DLRSDRetrievalDataModule holds no" in line
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ('text', 'message'),
+    [
+        ('data: [unclosed', 'invalid YAML'),
+        ('- a\n- b\n', 'no datamodule class_path'),
+        ('data:\n  class_path: NoSuchDataModule\n', "unknown datamodule 'NoSuch"),
+        ('data:\n  class_path: no_such_module.DM\n', 'cannot import datamodule'),
+        (
+            (
+                'data:\n  class_path: DLRSDRetrievalDataModule\n'
+                '  init_args:\n    no_such_arg: 1\n'
+            ),
+            'no_such_arg',
+        ),
+    ],
+)
+def test_index_invalid_data_config(
+    text: str,
+    message: str,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / 'data.yaml'
+    config.write_text(text)
+    argv = ['index', '--ckpt', str(checkpoint), '--data', str(config)]
+    assert main([*argv, '--out', str(tmp_path / 'idx' / 'x')]) == 1
+    line = _error_line(capsys.readouterr().err, 'index')
+    assert str(config) in line
+    assert message in line
+
+
+def _fit(tmp_path: Path, *extra: str) -> list[str]:
+    # the data root holds nothing: every case fails before the data is read
+    return [
+        'fit',
+        '--config',
+        str(CONF / 'dlrsd.yaml'),
+        f'--data.init_args.root={tmp_path / "no_data"}',
+        f'--trainer.default_root_dir={tmp_path / "out"}',
+        '--trainer.fast_dev_run=1',
+        *extra,
+    ]
+
+
+LIGHTNING_ERRORS = [
+    ('--model.init_args.loss=nope', 1, "unknown loss 'nope'; choose one of macl"),
+    ('--data.init_args.batch_size=-1', 1, 'batch_size must be positive, got -1'),
+    (
+        '--model.init_args.loss_kwargs={foo: 1}',
+        1,
+        "loss_kwargs ['foo'] are not arguments of the macl loss",
+    ),
+    (
+        '--model.init_args.loss_kwargs={tau0: -1}',
+        1,
+        'invalid loss_kwargs for the macl loss: ',
+    ),
+    ('--model.init_args.weights=missing.ckpt', 1, 'weights file not found: missing'),
+    (
+        '--model.init_args.weights=NoSuchWeights',
+        1,
+        "weights 'NoSuchWeights' is neither an existing file nor",
+    ),
+    (
+        '--model.init_args.model=resnet181',
+        1,
+        "unknown timm model 'resnet181'; did you mean resnet18",
+    ),
+    (
+        '--model.init_args.model=smp:no_such_encoder',
+        1,
+        "unknown segmentation-models-pytorch encoder 'no_such_encoder'",
+    ),
+    ('--model.init_args.image_size=0', 1, 'image_size must be >= 1 or None, got 0'),
+    ('--model.init_args.embed_dim=0', 1, 'embed_dim must be >= 1, got 0'),
+    ('--trainer.accelerator=no_such_accelerator', 1, 'invalid accelerator name'),
+    ('--model.init_args.foo=1', 2, "Option 'foo' is not accepted"),
+    ('--data.init_args.batch_size=abc', 2, "Expected a <class 'int'>. Got value: abc"),
+]
+
+
+@pytest.mark.parametrize(('option', 'code', 'message'), LIGHTNING_ERRORS)
+def test_lightning_errors_are_one_line(
+    option: str,
+    code: int,
+    message: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    assert main(_fit(tmp_path, option)) == code
+    assert message in _error_line(capfd.readouterr().err, 'fit')
+    assert not (tmp_path / 'out').exists()
+    # the full report: jsonargparse's own error, or the one raised
+    with pytest.raises(Exception, match=re.escape(message)):
+        main(['--debug', *_fit(tmp_path, option)])
+
+
+def test_lightning_unreadable_checkpoint(
+    checkpoint: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
+    bad = tmp_path / 'cut.ckpt'
+    bad.write_bytes(checkpoint.read_bytes()[:4096])
+    for option in (f'--ckpt_path={bad}', f'--model.init_args.weights={bad}'):
+        assert main(_fit(tmp_path, option)) == 1
+        line = _error_line(capfd.readouterr().err, 'fit')
+        assert f'cannot read checkpoint {bad}: ' in line
+
+
+def test_lightning_fault_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(args: list[str], on_instantiated: Callable[[], None]) -> None:
+        raise ValueError('wrapped') from TypeError('a bug')
+
+    monkeypatch.setattr(cli, '_lightning_cli', broken)
+    monkeypatch.setattr(cli, 'load_plugins', list)
+    assert main(['fit']) == 1  # a ValueError raised outside jsonargparse is reported
+
+    def assertion(args: list[str], on_instantiated: Callable[[], None]) -> None:
+        raise AssertionError('a bug')
+
+    monkeypatch.setattr(cli, '_lightning_cli', assertion)
+    with pytest.raises(AssertionError):
+        main(['fit'])
+
+
+def test_print_config_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
+    with pytest.raises(SystemExit) as exc:
+        main([*_fit(tmp_path), '--print_config'])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert 'class_path: torchgeo_macl.tasks.RetrievalTask' in out
+    assert 'batch_size: 4' in out
+
+
+def test_console_script_reports_the_cause_first(tmp_path: Path) -> None:
+    argv = [_script(), *_fit(tmp_path, '--model.init_args.loss=nope')]
+    env = {k: v for k, v in os.environ.items() if k != DEBUG_ENV}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 1
+    line = _error_line(result.stderr, 'fit')
+    assert "unknown loss 'nope'" in line
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env={**env, DEBUG_ENV: '1'}, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith('Traceback')
+    assert "ValueError: unknown loss 'nope'" in result.stderr

@@ -1,23 +1,48 @@
 """The ``torchgeo-macl`` command line.
 
 ``fit``, ``validate``, ``test`` and ``predict`` load every TorchGeo plugin and hand
-the remaining arguments to TorchGeo's own LightningCLI (:func:`torchgeo.main.main`),
-so YAML configs can use bare class names of plugin classes. The other subcommands
-are registered with :func:`subcommand`; adding one is one decorated function::
+the remaining arguments to TorchGeo's LightningCLI, set up as
+:func:`torchgeo.main.main` sets it up, so YAML configs can use bare class names of
+plugin classes. The other subcommands are registered with :func:`subcommand`; adding
+one is one decorated function::
 
     @subcommand('hello', 'Print a greeting.', arg('--name', default='world'))
     def _hello(args: argparse.Namespace) -> int:
         print(f'hello {args.name}')
         return 0
+
+Errors
+------
+A mistake in the user's input ends the command with one line on standard error,
+``torchgeo-macl <subcommand>: error: <message>``, and a non-zero exit code:
+
+* ``2`` for usage errors: an unknown option or subcommand, or a value an option does
+  not accept (argparse options, and the options and config files of the
+  LightningCLI subcommands as jsonargparse parses them);
+* ``1`` for the user errors met while running, the exceptions in
+  :data:`USER_ERRORS`: :class:`OSError` and its subclasses (a missing file, a
+  read-only or existing output path, ...) and :class:`ValueError` (an invalid
+  setting, an empty split, ...), including :class:`CheckpointError`, a checkpoint
+  that cannot be read (an :class:`EOFError`, :class:`RuntimeError` or unpickling
+  error of :func:`torch.load` is reported as one); the LightningCLI subcommands add
+  Lightning's ``MisconfigurationException``. They report the first exception of
+  the chain that jsonargparse did not raise itself (the constructor's own error,
+  not jsonargparse's summary of it).
+
+Any other exception is a fault of the program and propagates with its traceback.
+``--debug`` (given before the subcommand) or the environment variable
+``TORCHGEO_MACL_DEBUG=1`` re-raises user errors as well, with the full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from torchgeo_macl import __version__
 
@@ -30,6 +55,106 @@ _LIGHTNING_HELP = {
     'test': 'Test a model (LightningCLI, all plugins loaded).',
     'predict': 'Predict with a model (LightningCLI, all plugins loaded).',
 }
+
+#: Environment variable that turns on ``--debug`` when set to 1 (or true, yes, on).
+DEBUG_ENV = 'TORCHGEO_MACL_DEBUG'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read as a RetrievalTask checkpoint."""
+
+
+#: Exceptions that report a mistake in the user's input: a subcommand that raises one
+#: ends with a one-line message and exit code 1 (a traceback only with ``--debug``).
+#: :class:`CheckpointError` is a :class:`ValueError`.
+USER_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)
+
+_ERRORS_EPILOG = f"""\
+fit/validate/test/predict accept every LightningCLI option; run
+'torchgeo-macl fit --help' for them.
+
+errors: a mistake in the input ends with one line on stderr,
+'torchgeo-macl COMMAND: error: MESSAGE', and exit code 2 for usage errors (an
+unknown option, a value an option does not accept) or 1 for user errors met
+while running: OSError (a missing or unwritable file, ...), ValueError (an
+invalid setting, an empty split, ...) and unreadable checkpoints. Other
+exceptions are faults of the program and show their traceback; --debug (before
+COMMAND) or {DEBUG_ENV}=1 shows it for every error.
+"""
+
+
+def debug_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for full tracebacks.
+
+    Args:
+        environ: Environment variables (:data:`os.environ` by default).
+
+    Returns:
+        True when :data:`DEBUG_ENV` is ``1``, ``true``, ``yes`` or ``on`` (any case).
+    """
+    value = (os.environ if environ is None else environ).get(DEBUG_ENV, '')
+    return value.strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def positive_int(text: str) -> int:
+    """Read an option value that must be an integer >= 1 (an argparse ``type``).
+
+    Args:
+        text: The value given on the command line.
+
+    Returns:
+        The integer.
+
+    Raises:
+        argparse.ArgumentTypeError: If it is not an integer or is below 1.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'expected an integer >= 1, got {text!r}'
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 1, got {value}')
+    return value
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on standard error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` and exit with code 2.
+
+        Args:
+            message: What is wrong.
+        """
+        hint = f" (see '{self.prog} --help')" if self.add_help else ''
+        self.exit(2, f'{self.prog}: error: {_one_line(message)}{hint}\n')
+
+
+def _one_line(message: object) -> str:
+    """Join the non-empty lines of a message (or an exception's) into one line.
+
+    Args:
+        message: A message, or an exception (its class name when it has no message).
+
+    Returns:
+        The message on one line.
+    """
+    text = ' '.join(line.strip() for line in str(message).splitlines() if line.strip())
+    if not text and isinstance(message, BaseException):
+        return type(message).__name__
+    return text
+
+
+def _report(command: str, message: str) -> None:
+    """Print the one-line error of a subcommand on standard error.
+
+    Args:
+        command: The subcommand.
+        message: What went wrong (one line).
+    """
+    print(f'torchgeo-macl {command}: error: {message}', file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -115,19 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser, with one subparser per subcommand.
     """
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog='torchgeo-macl',
         description=(
-            'Multi-label adaptive contrastive learning (MACL) for remote-sensing '
+            'Multi-label adaptive contrastive learning (MACL) for remote-sensing\n'
             'image retrieval, as a TorchGeo plugin.'
         ),
-        epilog=(
-            'fit/validate/test/predict accept every LightningCLI option; '
-            "run 'torchgeo-macl fit --help' for them."
-        ),
+        epilog=_ERRORS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         '--version', action='version', version=f'torchgeo-macl {__version__}'
+    )
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help=f'show the full traceback of errors (also {DEBUG_ENV}=1)',
     )
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name in LIGHTNING_SUBCOMMANDS:
@@ -197,20 +325,35 @@ def _plugins(args: argparse.Namespace) -> int:
     arg('--out', default='outputs/demo', help='output folder (default: %(default)s)'),
     arg(
         '--num-images',
-        type=int,
+        type=positive_int,
         default=840,
         help='archive size (default: %(default)s)',
     ),
-    arg('--image-size', type=int, default=64, help='image side (default: %(default)s)'),
+    arg(
+        '--image-size',
+        type=positive_int,
+        default=64,
+        help='image side (default: %(default)s)',
+    ),
     arg(
         '--train-size',
-        type=int,
+        type=positive_int,
         default=32,
         help='side images are resized to for training and retrieval '
         '(default: %(default)s)',
     ),
-    arg('--epochs', type=int, default=8, help='epochs per loss (default: %(default)s)'),
-    arg('--batch-size', type=int, default=64, help='batch size (default: %(default)s)'),
+    arg(
+        '--epochs',
+        type=positive_int,
+        default=8,
+        help='epochs per loss (default: %(default)s)',
+    ),
+    arg(
+        '--batch-size',
+        type=positive_int,
+        default=64,
+        help='batch size (default: %(default)s)',
+    ),
     arg('--seed', type=int, default=0, help='seed (default: %(default)s)'),
     arg('--model', default='resnet18', help='timm backbone (default: %(default)s)'),
     arg('--no-progress', action='store_true', help='hide progress bars'),
@@ -237,14 +380,30 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _datamodule_from_config(path: str) -> Any:
-    """Instantiate the datamodule of a YAML config (a ``data:`` section or bare)."""
+    """Instantiate the datamodule of a YAML config (a ``data:`` section or bare).
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The datamodule.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not valid YAML, names no datamodule or an unknown one,
+            or gives it arguments it does not take.
+    """
     import importlib
+    import inspect
 
     import yaml
 
     with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    section = config.get('data', config)
+        try:
+            config = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f'{path}: invalid YAML: {_one_line(exc)}') from exc
+    section = config.get('data', config) if isinstance(config, dict) else None
     if not isinstance(section, dict) or 'class_path' not in section:
         raise ValueError(
             f'{path}: no datamodule class_path found (expected data.class_path)'
@@ -252,7 +411,12 @@ def _datamodule_from_config(path: str) -> Any:
     name = str(section['class_path'])
     if '.' in name:
         module, _, cls = name.rpartition('.')
-        target = getattr(importlib.import_module(module), cls)
+        try:
+            target = getattr(importlib.import_module(module), cls, None)
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f'{path}: cannot import datamodule {name!r}: {exc}'
+            ) from exc
     else:
         import torchgeo.datamodules
 
@@ -261,9 +425,57 @@ def _datamodule_from_config(path: str) -> Any:
         target = getattr(torchgeo_macl.datamodules, name, None) or getattr(
             torchgeo.datamodules, name, None
         )
-        if target is None:
-            raise ValueError(f'{path}: unknown datamodule {name!r}')
-    return target(**(section.get('init_args') or {}))
+    if target is None:
+        raise ValueError(f'{path}: unknown datamodule {name!r}')
+    init_args = section.get('init_args') or {}
+    if not isinstance(init_args, dict):
+        raise ValueError(  # noqa: TRY004 - a value of the file
+            f'{path}: init_args of {name} must be a mapping'
+        )
+    try:
+        inspect.signature(target).bind(**init_args)
+    except TypeError as exc:
+        raise ValueError(f'{path}: {name}: {exc}') from exc
+    return target(**init_args)
+
+
+def _load_task(path: str) -> Any:
+    """Load a RetrievalTask checkpoint for inference.
+
+    Args:
+        path: The checkpoint.
+
+    Returns:
+        The task (see :func:`torchgeo_macl.retrieval.archive.load_task`).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        CheckpointError: If it cannot be read as a RetrievalTask checkpoint
+            (truncated, corrupt, or another kind of file).
+    """
+    import pickle
+    import zipfile
+
+    from torchgeo_macl.retrieval.archive import load_task
+
+    try:
+        return load_task(path)
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        cause = exc.__cause__
+        if cause is None:
+            raise CheckpointError(str(exc)) from exc
+        detail = _one_line(cause)
+        if isinstance(cause, EOFError) and not str(cause):
+            detail = 'the file is empty or ends too early'
+        name = type(cause).__name__
+        reason = detail if detail == name else f'{name}: {detail}'
+        raise CheckpointError(
+            f'{path} is not a RetrievalTask checkpoint ({reason})'
+        ) from exc
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f'cannot read checkpoint {path}: {exc}') from exc
 
 
 @subcommand(
@@ -283,7 +495,12 @@ def _datamodule_from_config(path: str) -> Any:
         choices=('database', 'test', 'all'),
         help='datamodule images to index (default: %(default)s)',
     ),
-    arg('--batch-size', type=int, default=64),
+    arg(
+        '--batch-size',
+        type=positive_int,
+        default=64,
+        help='images per forward pass (default: %(default)s)',
+    ),
     arg('--accelerator', default='auto'),
 )
 def _index(args: argparse.Namespace) -> int:
@@ -299,13 +516,12 @@ def _index(args: argparse.Namespace) -> int:
         embed_datamodule,
         embed_images,
         list_images,
-        load_task,
         model_fingerprint,
         read_image,
         save_archive_info,
     )
 
-    task = load_task(args.ckpt)
+    task = _load_task(args.ckpt)
     # identify the checkpoint as loaded: embedding a datamodule runs the task's setup,
     # which may overwrite its preprocessing buffers with the datamodule's settings
     fingerprint = model_fingerprint(task)
@@ -313,6 +529,7 @@ def _index(args: argparse.Namespace) -> int:
     classes: list[str] = []
     if os.path.isdir(args.data):
         files = list_images(args.data)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         embeddings_parts = []
         for start in tqdm(range(0, len(files), args.batch_size), desc='embedding'):
             chunk = [
@@ -330,6 +547,13 @@ def _index(args: argparse.Namespace) -> int:
         dm = _datamodule_from_config(args.data)
         dm.predict_split = args.split
         dm.setup('predict')
+        dataset = getattr(dm, 'predict_dataset', None)
+        if dataset is not None and len(dataset) == 0:
+            raise ValueError(
+                f'{args.data}: the {args.split!r} split of {type(dm).__name__} holds '
+                'no images'
+            )
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         embeddings, ids, labels = embed_datamodule(
             task, dm, accelerator=args.accelerator
         )
@@ -337,7 +561,6 @@ def _index(args: argparse.Namespace) -> int:
         classes = list(getattr(dm, 'classes', []))
     index = EmbeddingIndex(embeddings.shape[1], args.kind, model_id=fingerprint)
     index.add(embeddings, ids, labels)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     index.save(args.out)
     save_archive_info(
         args.out, ArchiveInfo(os.path.abspath(args.ckpt), fingerprint, classes, sources)
@@ -352,19 +575,23 @@ def _index(args: argparse.Namespace) -> int:
     arg('queries', nargs='+', metavar='QUERY', help='image file or id of the index'),
     arg('--index', required=True, help='index path prefix given to `index --out`'),
     arg('--ckpt', required=True, help='the checkpoint the index was built with'),
-    arg('-k', type=int, default=10, help='results per query (default: %(default)s)'),
+    arg(
+        '-k',
+        type=positive_int,
+        default=10,
+        help='results per query (default: %(default)s)',
+    ),
     arg('--grid', default=None, help='also write a PNG grid of the results'),
 )
 def _search(args: argparse.Namespace) -> int:
     from torchgeo_macl.retrieval import EmbeddingIndex
     from torchgeo_macl.retrieval.archive import (
         load_archive_info,
-        load_task,
         plot_search_grid,
         search_archive,
     )
 
-    task = load_task(args.ckpt)
+    task = _load_task(args.ckpt)
     index = EmbeddingIndex.load(args.index)
     info = load_archive_info(args.index)
     results = search_archive(index, info, task, args.queries, k=args.k)
@@ -388,6 +615,267 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Environment of the rasterio readers, as :func:`torchgeo.main.main` sets it (from
+#: https://github.com/pangeo-data/cog-best-practices).
+_RASTERIO_SETTINGS = {
+    'GDAL_DISABLE_READDIR_ON_OPEN': 'EMPTY_DIR',
+    'AWS_NO_SIGN_REQUEST': 'YES',
+    'GDAL_MAX_RAW_BLOCK_CACHE_SIZE': '200000000',
+    'GDAL_SWATH_SIZE': '200000000',
+    'VSI_CURL_CACHE_SIZE': '200000000',
+}
+
+#: Jsonargparse report lines left out of the one-line summary of a usage error.
+_PARSER_NOISE = (
+    'Does not validate against any of the Union subtypes',
+    'Subtypes:',
+    'Errors:',
+    'Given value type:',
+    "- Expected a <class 'NoneType'>",
+)
+
+
+class _HeldRecords(logging.Filter):
+    """Hold back the records of a logger until :meth:`release` passes them on."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        """Initialise a new _HeldRecords filter.
+
+        Args:
+            logger: The logger whose records are held; add the filter to it.
+        """
+        super().__init__()
+        self.logger = logger
+        self.records: list[logging.LogRecord] = []
+        self.holding = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Hold a record back while holding, otherwise let it through.
+
+        Args:
+            record: The log record.
+
+        Returns:
+            Whether the logger emits it now.
+        """
+        if self.holding:
+            self.records.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        """Emit the held records and let later ones through."""
+        self.holding = False
+        records, self.records = self.records, []
+        for record in records:
+            self.logger.handle(record)
+
+
+def _summarise_parser_error(message: str) -> str:
+    """Shorten a jsonargparse usage error to one line.
+
+    Args:
+        message: The message of jsonargparse's ``ArgumentError``.
+
+    Returns:
+        Its lines that say what is wrong (the first given value kept), on one line.
+    """
+    kept: list[str] = []
+    given = False
+    for raw in message.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(_PARSER_NOISE):
+            continue
+        if line.startswith('Given value:'):
+            if given or len(line) > 80 or 'NestedArg(' in line:
+                continue
+            given = True
+        kept.append(line.removeprefix('- '))
+    return ' '.join(kept) or _one_line(message)
+
+
+def _raised_by_jsonargparse(exc: BaseException) -> bool:
+    """Whether jsonargparse itself raised an exception.
+
+    Args:
+        exc: The exception.
+
+    Returns:
+        True when the innermost frame of its traceback is in jsonargparse.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get('__name__', '')).startswith('jsonargparse')
+
+
+def _reported_exception(exc: BaseException) -> BaseException:
+    """The exception of a chain that says what is wrong.
+
+    Jsonargparse wraps the error of a constructor that rejects its arguments in
+    errors of its own (``Does not validate against any of the Union subtypes``);
+    this follows ``__cause__`` (or an unsuppressed ``__context__``) past them.
+
+    Args:
+        exc: The exception raised.
+
+    Returns:
+        The first exception of the chain that jsonargparse did not raise, or the
+        last one of the chain.
+    """
+    seen = {id(exc)}
+    while _raised_by_jsonargparse(exc):
+        inner = exc.__cause__
+        if inner is None and not exc.__suppress_context__:
+            inner = exc.__context__
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def _unreadable_checkpoint(exc: BaseException) -> CheckpointError | None:
+    """Recognise an error of :func:`torch.load` reading a truncated or corrupt file.
+
+    Args:
+        exc: The exception.
+
+    Returns:
+        A :class:`CheckpointError` naming the file when ``exc`` is an
+        :class:`EOFError`, :class:`RuntimeError` or unpickling error raised inside
+        :func:`torch.load`; None otherwise.
+    """
+    import pickle
+
+    if not isinstance(exc, (EOFError, RuntimeError, pickle.UnpicklingError)):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (
+            frame.f_globals.get('__name__') == 'torch.serialization'
+            and frame.f_code.co_name == 'load'
+        ):
+            source = frame.f_locals.get('f')
+            if not isinstance(source, (str, os.PathLike)):
+                source = getattr(source, 'path', None) or getattr(source, 'name', None)
+            name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ''
+            where = f' {name}' if name else ''
+            return CheckpointError(f'cannot read checkpoint{where}: {_one_line(exc)}')
+        tb = tb.tb_next
+    return None
+
+
+def _user_error(
+    exc: BaseException, classes: tuple[type[Exception], ...] = USER_ERRORS
+) -> BaseException | None:
+    """The user error an exception reports.
+
+    Args:
+        exc: The exception raised.
+        classes: The exception classes that are user errors.
+
+    Returns:
+        The exception to report on one line (see :func:`_reported_exception`; an
+        unreadable checkpoint as a :class:`CheckpointError`), or None when ``exc``
+        is a fault of the program.
+    """
+    reported = _reported_exception(exc)
+    unreadable = _unreadable_checkpoint(reported)
+    if unreadable is not None:
+        return unreadable
+    return reported if isinstance(reported, classes) else None
+
+
+def _lightning_cli(args: list[str], on_instantiated: Callable[[], None]) -> None:
+    """Run TorchGeo's LightningCLI, set up as :func:`torchgeo.main.main` does.
+
+    Its parser raises usage errors (it does not print them and exit).
+
+    Args:
+        args: The subcommand and its arguments.
+        on_instantiated: Called once the model, datamodule and trainer exist.
+    """
+    import warnings
+
+    import torchgeo
+
+    # bare class names of torchgeo's datamodules and tasks in configs
+    import torchgeo.datamodules
+    import torchgeo.trainers
+    from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+    from torchgeo.datamodules import BaseDataModule
+    from torchgeo.trainers import BaseTask
+
+    class _CLI(LightningCLI):
+        def parse_arguments(
+            self, parser: LightningArgumentParser, args: ArgsType
+        ) -> None:
+            # the arguments are the command line's own: no mix-up to warn about
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    'ignore', message="LightningCLI's args parameter"
+                )
+                super().parse_arguments(parser, args)
+
+        def after_instantiate_classes(self) -> None:
+            super().after_instantiate_classes()
+            on_instantiated()
+
+    os.environ.update(_RASTERIO_SETTINGS)
+    _CLI(
+        model_class=BaseTask,
+        datamodule_class=BaseDataModule,
+        seed_everything_default=0,
+        parser_kwargs={'version': torchgeo.__version__, 'exit_on_error': False},
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={'overwrite': True},
+        args=args,
+    )
+
+
+def _run_lightning(args: list[str], debug: bool) -> int:
+    """Run a LightningCLI subcommand, reporting user errors on one line.
+
+    The ``Seed set to ...`` message is held back until the classes are instantiated,
+    so that an invalid setting is the first line on standard error.
+
+    Args:
+        args: The subcommand and its arguments.
+        debug: Re-raise user errors (full traceback).
+
+    Returns:
+        The exit code.
+    """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    command = args[0]
+    load_plugins()
+    seed_logger = logging.getLogger('lightning.fabric.utilities.seed')
+    held = _HeldRecords(seed_logger)
+    seed_logger.addFilter(held)
+    try:
+        _lightning_cli(args, held.release)
+    except argparse.ArgumentError as exc:
+        if debug:
+            raise
+        _report(command, _summarise_parser_error(str(exc)))
+        return 2
+    except Exception as exc:
+        error = _user_error(exc, (*USER_ERRORS, MisconfigurationException))
+        if debug or error is None:
+            raise
+        _report(command, _one_line(error))
+        return 1
+    finally:
+        seed_logger.removeFilter(held)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``torchgeo-macl`` command line.
 
@@ -395,25 +883,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (``sys.argv[1:]`` by default).
 
     Returns:
-        The exit code.
+        The exit code: 0, 1 for a user error (:data:`USER_ERRORS`) or 2 for a
+        usage error; a registered subcommand's own code otherwise.
+
+    Raises:
+        SystemExit: For ``--help``, ``--version`` and argparse usage errors.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in LIGHTNING_SUBCOMMANDS:
-        load_plugins()
-        from torchgeo.main import main as torchgeo_main
-
-        torchgeo_main(args)
-        return 0
     parser = build_parser()
+    # options before the subcommand are the global ones, which take no value
+    position = next((i for i, a in enumerate(args) if not a.startswith('-')), len(args))
+    if position < len(args) and args[position] in LIGHTNING_SUBCOMMANDS:
+        ns = parser.parse_args(args[:position])
+        return _run_lightning(args[position:], ns.debug or debug_from_env())
     ns = parser.parse_args(args)
     if ns.command is None:
         parser.print_help()
         return 0
     try:
         return SUBCOMMANDS[ns.command].run(ns)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f'torchgeo-macl {ns.command}: error: {exc}', file=sys.stderr)
-        return 2
+    except Exception as exc:
+        error = _user_error(exc)
+        if error is None or ns.debug or debug_from_env():
+            raise
+        _report(ns.command, _one_line(error))
+        return 1
 
 
 if __name__ == '__main__':

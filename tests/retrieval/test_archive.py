@@ -402,7 +402,7 @@ def test_search_with_another_checkpoint_fails(
     indexed: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=indexed.other_ckpt)) == 2
+    assert main(_search(indexed, query, ckpt=indexed.other_ckpt)) == 1
     err = capsys.readouterr().err
     assert err.startswith('torchgeo-macl search: error: ')
     assert 'does not match the index' in err
@@ -418,7 +418,7 @@ def test_search_four_band_geotiff_fails(
         path, 'w', driver='GTiff', width=32, height=32, count=4, dtype='uint8'
     ) as dst:
         dst.write(np.full((4, 32, 32), 100, dtype=np.uint8))
-    assert main(_search(indexed, str(path))) == 2
+    assert main(_search(indexed, str(path))) == 1
     err = capsys.readouterr().err
     assert 'torchgeo-macl search: error:' in err
     assert '4 bands' in err
@@ -431,7 +431,7 @@ def test_search_grayscale_png_fails(
 ) -> None:
     path = tmp_path / 'gray.png'
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(path)
-    assert main(_search(indexed, str(path))) == 2
+    assert main(_search(indexed, str(path))) == 1
     err = capsys.readouterr().err
     assert '1 bands' in err
     assert str(path) in err
@@ -441,7 +441,7 @@ def test_search_grayscale_png_fails(
 def test_search_unknown_query_fails(
     indexed: Archive, query: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_search(indexed, query)) == 2
+    assert main(_search(indexed, query)) == 1
     err = capsys.readouterr().err
     assert 'torchgeo-macl search: error:' in err
     assert repr(query) in err
@@ -453,7 +453,7 @@ def test_search_missing_checkpoint_fails(
 ) -> None:
     missing = tmp_path / 'missing.ckpt'
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=missing)) == 2
+    assert main(_search(indexed, query, ckpt=missing)) == 1
     err = capsys.readouterr().err
     assert 'checkpoint not found' in err
     assert str(missing) in err
@@ -466,7 +466,7 @@ def test_search_invalid_checkpoint_fails(
     bad = tmp_path / 'bad.ckpt'
     bad.write_bytes(content)
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=bad)) == 2
+    assert main(_search(indexed, query, ckpt=bad)) == 1
     err = capsys.readouterr().err
     assert f'{bad} is not a RetrievalTask checkpoint' in err
 
@@ -475,8 +475,10 @@ def test_search_non_positive_k_fails(
     indexed: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     query = min(load_archive_info(indexed.index).sources)
-    assert main([*_search(indexed, query), '-k', '0']) == 2
-    assert 'k must be a positive number of results, got 0' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main([*_search(indexed, query), '-k', '0'])
+    assert info.value.code == 2
+    assert 'argument -k: must be an integer >= 1, got 0' in capsys.readouterr().err
 
 
 def test_search_missing_index_fails(
@@ -484,7 +486,7 @@ def test_search_missing_index_fails(
 ) -> None:
     missing = tmp_path / 'nothing'
     code = main(['search', '--index', str(missing), '--ckpt', str(archive.ckpt), 'x/y'])
-    assert code == 2
+    assert code == 1
     err = capsys.readouterr().err
     assert 'torchgeo-macl search: error:' in err
     assert str(missing) in err
@@ -496,7 +498,7 @@ def test_index_missing_checkpoint_fails(
     missing = tmp_path / 'missing.ckpt'
     out = tmp_path / 'idx'
     args = ['index', '--ckpt', str(missing), '--data', str(archive.config)]
-    assert main([*args, '--out', str(out)]) == 2
+    assert main([*args, '--out', str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith('torchgeo-macl index: error: checkpoint not found')
     assert str(missing) in err
@@ -509,7 +511,7 @@ def test_index_config_without_datamodule_fails(
     config = tmp_path / 'bad.yaml'
     config.write_text('model:\n  class_path: RetrievalTask\n')
     args = ['index', '--ckpt', str(archive.ckpt), '--data', str(config)]
-    assert main([*args, '--out', str(tmp_path / 'idx')]) == 2
+    assert main([*args, '--out', str(tmp_path / 'idx')]) == 1
     err = capsys.readouterr().err
     assert 'no datamodule class_path' in err
     assert str(config) in err
@@ -521,7 +523,7 @@ def test_index_empty_folder_fails(
     folder = tmp_path / 'empty'
     folder.mkdir()
     args = ['index', '--ckpt', str(archive.ckpt), '--data', str(folder)]
-    assert main([*args, '--out', str(tmp_path / 'idx')]) == 2
+    assert main([*args, '--out', str(tmp_path / 'idx')]) == 1
     err = capsys.readouterr().err
     assert 'no .tif/.tiff/.png/.jpg/.jpeg images under' in err
     assert str(folder) in err

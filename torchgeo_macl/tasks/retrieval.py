@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import os
 import random
@@ -28,7 +30,7 @@ from torchgeo_macl._compat import (
     get_weight,
     load_state_dict,
 )
-from torchgeo_macl.losses import get_loss
+from torchgeo_macl.losses import LOSSES, get_loss
 from torchgeo_macl.metrics import RetrievalMetrics
 from torchgeo_macl.transforms import ContrastiveViews, labels_from_masks
 
@@ -119,6 +121,93 @@ def _usable_frequencies(freqs: Tensor) -> Tensor:
     return torch.where(present, freqs, freqs[present].min() / 2)
 
 
+def _check_loss_kwargs(loss: str, loss_kwargs: dict[str, Any] | None) -> None:
+    """Check that a loss accepts its keyword arguments, by building it once.
+
+    Args:
+        loss: A name of :data:`LOSS_NAMES`.
+        loss_kwargs: Keyword arguments of the loss.
+
+    Raises:
+        ValueError: If the loss does not take one of the arguments or rejects a value.
+    """
+    kwargs = dict(loss_kwargs or {})
+    if loss == 'bce':
+        if kwargs:
+            raise ValueError(f'the bce loss takes no loss_kwargs, got {kwargs}')
+        return
+    cls = LOSSES[loss]
+    parameters = inspect.signature(cls).parameters
+    accepted = [
+        name
+        for name, p in parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(
+            f'loss_kwargs {unknown} are not arguments of the {loss} loss '
+            f'({cls.__name__}); it accepts {", ".join(accepted)}'
+        )
+    try:
+        get_loss(loss, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'invalid loss_kwargs for the {loss} loss: {exc}') from exc
+
+
+def _check_model_name(model: str) -> None:
+    """Check that a backbone name is known to timm or segmentation-models-pytorch.
+
+    Args:
+        model: A timm model name, or ``smp:<encoder>``. Names with another source
+            prefix (``hf-hub:...``) are resolved by timm when the model is built.
+
+    Raises:
+        ValueError: If the model or encoder name is unknown.
+    """
+    if model.startswith('smp:'):
+        encoder = model[len('smp:') :]
+        if encoder.startswith('tu-'):
+            known = timm.is_model(encoder[len('tu-') :])
+        else:
+            known = encoder in smp.encoders.get_encoder_names()
+        if not known:
+            raise ValueError(
+                f'unknown segmentation-models-pytorch encoder {encoder!r} in model '
+                f'{model!r}'
+            )
+        return
+    if ':' in model or timm.is_model(model):
+        return
+    close = difflib.get_close_matches(model, timm.list_models(), n=3)
+    hint = f'; did you mean {", ".join(close)}?' if close else ''
+    raise ValueError(f'unknown timm model {model!r}{hint}')
+
+
+def _check_weights(weights: WeightsEnum | str | bool | None) -> None:
+    """Check that weights given by name or path can be found.
+
+    Args:
+        weights: The ``weights`` argument of :class:`RetrievalTask`.
+
+    Raises:
+        FileNotFoundError: If a checkpoint or state-dict path does not exist.
+        ValueError: If a name is neither an existing file nor a torchgeo weights
+            enum name.
+    """
+    if not isinstance(weights, str) or os.path.exists(weights):
+        return
+    if weights.lower().endswith(('.ckpt', '.pt', '.pth')) or os.sep in weights:
+        raise FileNotFoundError(f'weights file not found: {weights}')
+    try:
+        get_weight(weights)
+    except ValueError as exc:
+        raise ValueError(
+            f'weights {weights!r} is neither an existing file nor the name of '
+            f'torchgeo weights: {exc}'
+        ) from exc
+
+
 class RetrievalTask(BaseTask):  # type: ignore[misc]
     """Contrastive (or BCE) training of an image embedding for multi-label retrieval.
 
@@ -205,12 +294,29 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             monitor: Metric for checkpointing (maximised).
 
         Raises:
-            ValueError: If the loss name or a setting is invalid.
+            ValueError: If the loss name, a loss keyword argument, the model name,
+                the weights name or a setting is invalid.
+            FileNotFoundError: If ``weights`` names a checkpoint or state-dict file
+                (``.ckpt``, ``.pt``, ``.pth``) that does not exist.
         """
         if loss not in LOSS_NAMES:
             raise ValueError(
                 f'unknown loss {loss!r}; choose one of {", ".join(LOSS_NAMES)}'
             )
+        _check_loss_kwargs(loss, loss_kwargs)
+        _check_model_name(model)
+        _check_weights(weights)
+        sizes = {
+            'in_channels': in_channels,
+            'num_classes': num_classes,
+            'embed_dim': embed_dim,
+            'proj_hidden_dim': proj_hidden_dim,
+            'image_size': image_size,
+        }
+        for name, value in sizes.items():
+            if value is not None and value < 1:
+                optional = ' or None' if name in ('num_classes', 'image_size') else ''
+                raise ValueError(f'{name} must be >= 1{optional}, got {value}')
         if aux_seg_weight < 0:
             raise ValueError(f'aux_seg_weight must be >= 0, got {aux_seg_weight}')
         if not ks or min(ks) < 1:
