@@ -92,10 +92,17 @@ def test_macl_ablations_build_valid_losses(run_script: ModuleType) -> None:
         config = run_script.resolve_config(run, options, Path('run'))
         kwargs = config['model']['init_args']['loss_kwargs']
         loss = MACLLoss(label_frequencies=freqs, **kwargs)
-        full = {'alpha': 0.5, 'beta': 1.0, 'gamma_j': 0.0, 'gamma_rho': 0.3}
+        full = {
+            'pair_weighting': 'balanced',
+            'alpha': 1.0,
+            'beta': 1.0,
+            'gamma_j': 0.0,
+            'gamma_rho': 0.3,
+            'anchor_alpha': 0.0,
+        }
         expected = {
             'full': full,
-            'no_pair_reweighting': full | {'alpha': 0.0},
+            'no_pair_reweighting': full | {'pair_weighting': 'mean', 'alpha': 0.0},
             'no_dynamic_temperature': full | {'gamma_j': 0.0, 'gamma_rho': 0.0},
             'no_graded_overlap': full | {'beta': 0.0},
         }.get(name, full)
@@ -164,14 +171,13 @@ def test_plan_and_dry_run(
     # the same configuration as full and is left out
     assert methods == [
         'macl',
-        'macl+no_anchor_weighting',
         'macl+no_dynamic_temperature',
         'macl+no_graded_overlap',
         'macl+no_label_aware_sampling',
         'macl+no_pair_reweighting',
         'supcon',
     ]
-    assert len(runs) == 14
+    assert len(runs) == 12
 
     code = run_script.main(
         [
@@ -192,8 +198,8 @@ def test_plan_and_dry_run(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert out.startswith('36 runs')
-    assert '[1/36] synthetic/macl/seed0  todo' in out
+    assert out.startswith('33 runs')
+    assert '[1/33] synthetic/macl/seed0  todo' in out
     assert 'synthetic/macl+no_mask_aware_views/seed2' in out
     assert 'synthetic/bce/seed2' in out
     assert not (tmp_path / 'runs').exists()
@@ -316,12 +322,24 @@ def test_skips_finished_runs(
     assert out.count(': skip (') == 4
     assert '0 done, 4 skipped, 0 failed' in out
 
+    # display options are not part of the configuration that is compared
+    fake.calls.clear()
+    assert run_script.main([a for a in _grid(tmp_path) if a != '--quiet']) == 0
+    assert fake.calls == []
+    assert out.count(': skip (') == 4
+    dry = capsys.readouterr().out
+    assert run_script.main([*_grid(tmp_path), '--dry-run']) == 0
+    assert capsys.readouterr().out.count('  done  ') == 4
+    assert dry.count(': skip (') == 4
+
     # a changed configuration runs again, replacing the old results
     fake.calls.clear()
     assert run_script.main(_grid(tmp_path, '--set', 'trainer.max_epochs=2')) == 0
     assert len(fake.calls) == 4
     out = capsys.readouterr().out
     assert out.count('the configuration changed since') == 4
+    assert run_script.main([*_grid(tmp_path), '--dry-run']) == 0
+    assert capsys.readouterr().out.count('  changed  ') == 4
     assert '4 done, 0 skipped, 0 failed' in out
     record = json.loads(
         (tmp_path / 'runs/synthetic/supcon/seed1/metrics.json').read_text()
@@ -397,7 +415,7 @@ def test_ablation_runs_and_defined_ablations(
     assert record['overrides'] == {'model.init_args.loss_kwargs.beta': 0.0}
     config = yaml.safe_load((path / 'run_config.yaml').read_text())
     assert config['model']['init_args']['loss_kwargs']['beta'] == 0.0
-    assert config['model']['init_args']['loss_kwargs']['alpha'] == 0.5
+    assert config['model']['init_args']['loss_kwargs']['alpha'] == 1.0
 
     fake.calls.clear()
     args = ['--define-ablation', 'warm', 'model.init_args.loss_kwargs.temperature=0.2']

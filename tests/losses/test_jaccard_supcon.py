@@ -18,7 +18,9 @@ def test_matches_slow_reference(
 def test_equals_macl_weighted_variant(batch_factory) -> None:
     features, labels = batch_factory(10, 2, 6, 5, p=0.4, seed=5)
     a = JaccardSupConLoss(temperature=0.1, threshold=0.25)(features, labels)
-    b = MACLLoss(alpha=0, beta=1, gamma_j=0, gamma_rho=0, kappa=0.25)(features, labels)
+    b = MACLLoss(
+        pair_weighting='mean', alpha=0, beta=1, gamma_j=0, gamma_rho=0, kappa=0.25
+    )(features, labels)
     torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
@@ -29,7 +31,9 @@ def test_partial_overlap_weighs_less() -> None:
     features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.2]], dtype=torch.float64)
     features = features[:, None, :]
     weighted = JaccardSupConLoss()(features, labels)
-    uniform = MACLLoss(alpha=0, beta=0, gamma_j=0, gamma_rho=0)(features, labels)
+    uniform = MACLLoss(pair_weighting='mean', alpha=0, beta=0, gamma_j=0, gamma_rho=0)(
+        features, labels
+    )
     assert weighted < uniform
 
 

@@ -2,12 +2,21 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
-from torchgeo_macl.losses import MACLLoss, SupConLoss
+from torchgeo_macl.losses import MACLLoss, MulSupConLoss, SupConLoss
 
 FREQS = [0.6, 0.3, 0.15, 0.05, 0.02]
-OFF = {'alpha': 0.0, 'beta': 0.0, 'gamma_j': 0.0, 'gamma_rho': 0.0, 'kappa': 0.0}
+OFF = {
+    'pair_weighting': 'mean',
+    'alpha': 0.0,
+    'beta': 0.0,
+    'gamma_j': 0.0,
+    'gamma_rho': 0.0,
+    'kappa': 0.0,
+    'anchor_alpha': 0.0,
+}
 DEFAULTS = {
-    'alpha': 0.5,
+    'pair_weighting': 'balanced',
+    'alpha': 1.0,
     'w_max': 10.0,
     'beta': 1.0,
     'tau0': 0.1,
@@ -16,6 +25,8 @@ DEFAULTS = {
     'tau_min': 0.03,
     'tau_max': 0.5,
     'kappa': 0.0,
+    'anchor_alpha': 0.0,
+    'temperature_mode': 'pair',
 }
 
 
@@ -66,7 +77,7 @@ def test_all_off_equals_supcon_multi_label(v: int, batch_factory) -> None:
         {'beta': 2.0, 'kappa': 0.4},
         {'gamma_j': 1.0, 'gamma_rho': 1.0, 'tau_min': 0.05},
         {'alpha': 0.0, 'gamma_rho': 0.0, 'beta': 0.5},
-        {'pair_weighting': 'balanced'},
+        {'pair_weighting': 'mean', 'alpha': 0.5},
         {'pair_weighting': 'balanced', 'alpha': 0.0, 'beta': 0.0},
         {'pair_weighting': 'sum', 'alpha': 1.0, 'kappa': 0.3},
         {'pair_weighting': 'sum', 'alpha': 0.0},
@@ -325,3 +336,21 @@ def test_row_temperature_is_uniform_within_a_row() -> None:
     mean_j = (2 / 3 + 1 / 4 + 0) / 3
     assert tau[0, 0] == pytest.approx(0.1 * (1 - 0.5 * mean_j))
     assert tau[3, 0] == pytest.approx(0.1)  # shares nothing with the batch
+
+
+@pytest.mark.parametrize('v', [1, 2])
+def test_balanced_without_rarity_is_mulsupcon_for_equal_label_counts(
+    v: int, batch_factory
+) -> None:
+    # MulSupCon averages one anchor per (image, label); the balanced target splits
+    # an image anchor's target evenly between its labels, so the two agree when
+    # every image has the same number of labels
+    features, _ = batch_factory(10, v, 6, 5, seed=20 + v)
+    gen = torch.Generator().manual_seed(v)
+    labels = torch.zeros(10, 5, dtype=torch.long)
+    for row in labels:
+        row[torch.randperm(5, generator=gen)[:2]] = 1
+    balanced = {**OFF, 'pair_weighting': 'balanced', 'tau0': 0.2, 'tau_min': 0.01}
+    got = MACLLoss(**balanced)(features, labels)
+    expected = MulSupConLoss(temperature=0.2)(features, labels)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)

@@ -32,7 +32,7 @@ class JaccardSupConLoss(ContrastiveLossBase):
     ``p`` of another image with :math:`J_{ip} > 0` and
     :math:`J_{ip} \ge` ``threshold``. The loss is the mean of :math:`\ell_i` over
     anchors with at least one positive. It equals :class:`~torchgeo_macl.losses.MACLLoss`
-    with ``alpha=0, beta=1, gamma_j=gamma_rho=0, kappa=threshold``.
+    with ``pair_weighting='mean', alpha=0, beta=1, gamma_j=gamma_rho=0, kappa=threshold``.
 
     Call it as ``loss(features [B, V, D], labels [B, C])``.
     """
