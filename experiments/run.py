@@ -828,6 +828,29 @@ def _find_last_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+#: Trainer keys that change what a run prints, not what it computes.
+_DISPLAY_KEYS = ('enable_progress_bar', 'enable_model_summary')
+
+
+def _recorded_config_current(run: Run, options: Options) -> bool:
+    """Whether a run's recorded configuration is the one the configs give now.
+
+    Settings that only change the display (``--quiet``) are left out of the
+    comparison.
+    """
+    run_dir = run.run_dir(options.results_dir)
+    path = run_dir / RUN_CONFIG_FILE
+    if not path.is_file():
+        return False
+    recorded = yaml.safe_load(path.read_text('utf-8'))
+    current = resolve_config(run, options, run_dir)
+    for config in (recorded, current):
+        trainer = config.get('trainer') if isinstance(config, dict) else None
+        for key in _DISPLAY_KEYS if isinstance(trainer, dict) else ():
+            trainer.pop(key, None)
+    return bool(recorded == current)
+
+
 def execute(run: Run, options: Options, index: int, total: int) -> str:
     """Run one cell of the grid unless it is finished.
 
@@ -847,7 +870,7 @@ def execute(run: Run, options: Options, index: int, total: int) -> str:
     text = _config_text(config)
     config_path = run_dir / RUN_CONFIG_FILE
     if metrics_path.exists():
-        if config_path.is_file() and config_path.read_text('utf-8') == text:
+        if _recorded_config_current(run, options):
             print(f'{tag}: skip ({display_path(metrics_path)} exists)', flush=True)
             return 'skip'
         print(
@@ -1134,7 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i, run in enumerate(runs, 1):
             run_dir = run.run_dir(options.results_dir)
             if (run_dir / METRICS_FILE).exists():
-                state = 'done'
+                state = 'done' if _recorded_config_current(run, options) else 'changed'
             elif run_dir.exists():
                 state = 'unfinished'
             else:
