@@ -571,6 +571,10 @@ def ensure_synthetic_archive(
 ) -> bool:
     """Write the synthetic archive under ``root`` unless ``root/DLRSD`` exists.
 
+    An existing archive is reused when the parameters recorded next to it
+    (``synthetic_archive.json``) are the requested ones; an archive without that
+    record (written by hand) is reused with a warning.
+
     Args:
         root: ``data.init_args.root`` of the synthetic config.
         params: Arguments of :func:`torchgeo_macl.datasets.make_synthetic_dlrsd`.
@@ -578,8 +582,28 @@ def ensure_synthetic_archive(
 
     Returns:
         True if the archive was (or would be) written.
+
+    Raises:
+        ValueError: If the existing archive was written with other parameters.
     """
     if (root / 'DLRSD').is_dir():
+        record = root / SYNTHETIC_PARAMS_FILE
+        if not record.is_file():
+            print(
+                f'warning: reusing {root / "DLRSD"}, which has no {record.name}: '
+                f'its parameters cannot be checked against {dict(params)}',
+                flush=True,
+            )
+            return False
+        recorded = json.loads(record.read_text('utf-8'))
+        if recorded != dict(params):
+            raise ValueError(
+                f'the synthetic archive {root / "DLRSD"} was written with '
+                f'{recorded} ({record}), but {dict(params)} is requested: delete '
+                f'{root} to write it again, or pass --synthetic-images '
+                f'{recorded.get("num_images")} --synthetic-size '
+                f'{recorded.get("image_size")}'
+            )
         return False
     if dry_run:
         return True
@@ -1170,17 +1194,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f'[{i}/{len(runs)}] {run.name}  {state}  {files}'
                 + (f'  [{extra}]' if extra else '')
             )
-        for dataset in dict.fromkeys(r.dataset for r in runs):
-            if dataset in SYNTHETIC_DATASETS:
-                run = next(r for r in runs if r.dataset == dataset)
-                root = Path(
-                    str(get_dotted(resolve_config(run, options), 'data.init_args.root'))
+    for dataset in dict.fromkeys(r.dataset for r in runs):
+        if dataset in SYNTHETIC_DATASETS:
+            run = next(r for r in runs if r.dataset == dataset)
+            root = Path(
+                str(get_dotted(resolve_config(run, options), 'data.init_args.root'))
+            )
+            try:
+                written = ensure_synthetic_archive(
+                    root, options.synthetic_archive, args.dry_run
                 )
-                if ensure_synthetic_archive(root, options.synthetic_archive, True):
-                    print(
-                        f'would write the synthetic archive {root / "DLRSD"} '
-                        f'({options.synthetic_archive})'
-                    )
+            except ValueError as exc:
+                parser.error(str(exc))
+            if written and args.dry_run:
+                print(
+                    f'would write the synthetic archive {root / "DLRSD"} '
+                    f'({options.synthetic_archive})'
+                )
+    if args.dry_run:
         return 0
 
     counts = {'done': 0, 'skip': 0, 'failed': 0}

@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -428,10 +429,19 @@ def test_ablation_runs_and_defined_ablations(
     assert config['model']['init_args']['loss_kwargs'] == {'temperature': 0.2}
 
 
-def test_synthetic_archive_parameters(run_script: ModuleType, tmp_path: Path) -> None:
-    # an existing archive is left alone
+def test_synthetic_archive_parameters(
+    run_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an existing archive is left alone when its recorded parameters match, reused
+    # with a warning when it has no record, and refused when they differ
     (tmp_path / 'DLRSD').mkdir()
     assert not run_script.ensure_synthetic_archive(tmp_path, {'num_images': 1})
+    assert 'cannot be checked' in capsys.readouterr().out
+    record = tmp_path / run_script.SYNTHETIC_PARAMS_FILE
+    record.write_text(json.dumps({'num_images': 1}))
+    assert not run_script.ensure_synthetic_archive(tmp_path, {'num_images': 1})
+    with pytest.raises(ValueError, match=re.escape("written with {'num_images': 1}")):
+        run_script.ensure_synthetic_archive(tmp_path, {'num_images': 2})
     assert run_script.ensure_synthetic_archive(tmp_path / 'new', {}, dry_run=True)
     assert not (tmp_path / 'new').exists()
     assert run_script.SYNTHETIC_ARCHIVE['image_size'] == 64
