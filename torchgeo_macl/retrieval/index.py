@@ -1072,21 +1072,44 @@ def _check_sidecar(meta: object, json_path: str) -> dict[str, Any]:
     return meta
 
 
-def _read_ids(
-    ids_path: str, meta: dict[str, Any], json_path: str, verify: bool
-) -> list[str]:
+def _read_listed(
+    path: str, what: str, sha256: str, json_path: str, verify: bool
+) -> bytes:
+    """Read a data file named by a sidecar, checking its SHA-256 when asked.
+
+    Args:
+        path: The data file.
+        what: Its role in messages (``'ids'``, ``'labels'``).
+        sha256: The digest the sidecar records.
+        json_path: The sidecar, for messages.
+        verify: Compare the digest.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If the digest differs.
+    """
     try:
-        with open(ids_path, 'rb') as f:
+        with open(path, 'rb') as f:
             data = f.read()
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f'ids file {ids_path!r} not found (listed in {json_path!r})'
+            f'{what} file {path!r} not found (listed in {json_path!r})'
         ) from err
-    if verify and hashlib.sha256(data).hexdigest() != meta['ids']['sha256']:
+    if verify and hashlib.sha256(data).hexdigest() != sha256:
         raise ValueError(
-            f'ids file {ids_path!r} does not match its sidecar {json_path!r} '
+            f'{what} file {path!r} does not match its sidecar {json_path!r} '
             '(SHA-256 differs): the file was edited or is from another save'
         )
+    return data
+
+
+def _read_ids(
+    ids_path: str, meta: dict[str, Any], json_path: str, verify: bool
+) -> list[str]:
+    data = _read_listed(ids_path, 'ids', meta['ids']['sha256'], json_path, verify)
     try:
         loaded = json.loads(data.decode('utf-8'))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -1107,18 +1130,9 @@ def _read_ids(
 def _read_labels(
     labels_path: str, meta: dict[str, Any], json_path: str, verify: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    try:
-        with open(labels_path, 'rb') as f:
-            data = f.read()
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f'labels file {labels_path!r} not found (listed in {json_path!r})'
-        ) from err
-    if verify and hashlib.sha256(data).hexdigest() != meta['labels']['sha256']:
-        raise ValueError(
-            f'labels file {labels_path!r} does not match its sidecar {json_path!r} '
-            '(SHA-256 differs)'
-        )
+    data = _read_listed(
+        labels_path, 'labels', meta['labels']['sha256'], json_path, verify
+    )
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
