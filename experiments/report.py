@@ -372,6 +372,20 @@ def markdown_table(
     return '\n'.join(lines)
 
 
+#: Database of each query split of the retrieval datamodules.
+_DATABASES = {'test': 'train + val split', 'val': 'train split'}
+
+
+def _protocol(record: Mapping[str, Any]) -> str:
+    """The queries and database of a run, from its recorded configuration."""
+    config = record.get('config')
+    data = config.get('data', {}) if isinstance(config, dict) else {}
+    init = data.get('init_args', {}) if isinstance(data, dict) else {}
+    split = init.get('query_split', 'test') if isinstance(init, dict) else 'test'
+    database = _DATABASES.get(str(split), '?')
+    return f'queries: {split} split; database: {database}'
+
+
 def _provenance(records: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     commands = sorted({str(r['command']) for r in records if r.get('command')})
@@ -390,6 +404,9 @@ def _provenance(records: Sequence[Mapping[str, Any]]) -> list[str]:
     )
     for text in versions:
         lines.append(f'- versions: {text}')
+    protocols = sorted({_protocol(r) for r in records})
+    for text in protocols:
+        lines.append(f'- {text}')
     devices = sorted({str(r['device']) for r in records if r.get('device')})
     if devices:
         lines.append(f'- devices: {"; ".join(devices)}')
@@ -444,8 +461,8 @@ def markdown_report(
             'Mean ± sample standard deviation over the seeds of each row (only the '
             'mean for a single seed); metrics in %, except ACG and WAP (numbers of '
             'labels shared with the query). Best value of each column in bold. '
-            'Queries: test split; database: train + val split; ranking by cosine '
-            'similarity.'
+            'Ranking by cosine similarity; the queries and the database of each '
+            'dataset are listed under its runs.'
         ),
     ]
     tables = _tables(summaries)

@@ -149,6 +149,12 @@ def test_markdown_and_csv_tables(
     assert md.index('## dlrsd') < md.index('## synthetic')
     assert '- command: `python experiments/run.py --datasets synthetic`' in md
     assert '- dates (UTC): 2025-01-01T10:00:00+00:00 to 2025-01-03T10:00:00+00:00' in md
+    # runs without a recorded query split query the test split
+    assert '- queries: test split; database: train + val split' in md
+    record = {'config': {'data': {'init_args': {'query_split': 'val'}}}}
+    assert (
+        report_script._protocol(record) == 'queries: val split; database: train split'
+    )
 
     rows = list(csv.DictReader(io.StringIO((out / 'bench.csv').read_text())))
     assert [(r['dataset'], r['table'], r['method']) for r in rows] == [
