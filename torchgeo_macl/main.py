@@ -799,16 +799,21 @@ def _lightning_cli(args: list[str], on_instantiated: Callable[[], None]) -> None
         args: The subcommand and its arguments.
         on_instantiated: Called once the model, datamodule and trainer exist.
     """
+    import importlib
+    import importlib.util
     import warnings
 
     import torchgeo
-
-    # bare class names of torchgeo's datamodules and tasks in configs
-    import torchgeo.datamodules
-    import torchgeo.trainers
     from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
     from torchgeo.datamodules import BaseDataModule
-    from torchgeo.trainers import BaseTask
+
+    from torchgeo_macl._compat import BaseTask
+
+    # bare class names of torchgeo's datamodules, tasks and profilers in configs, as
+    # torchgeo.main imports them (torchgeo.tasks and torchgeo.profilers since 0.10)
+    for name in ('datamodules', 'tasks', 'trainers', 'profilers'):
+        if importlib.util.find_spec(f'torchgeo.{name}') is not None:
+            importlib.import_module(f'torchgeo.{name}')
 
     class _CLI(LightningCLI):
         def parse_arguments(

@@ -800,7 +800,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         trainer = self._trainer
         if trainer is not None and any(
             isinstance(cb, ModelCheckpoint) and not _is_default_checkpoint(cb)
-            for cb in trainer.callbacks
+            for cb in getattr(trainer, 'callbacks', [])
         ):
             return []
         return [
