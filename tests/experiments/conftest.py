@@ -11,7 +11,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / 'experiments'
 
 def _load(name: str) -> ModuleType:
     """Import ``experiments/<name>.py`` under a name no other module uses."""
-    module_name = f'_macl_experiments_{name}'
+    module_name = f'_macl_experiments_{name.replace("/", "_")}'
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(
@@ -28,6 +28,11 @@ def _load(name: str) -> ModuleType:
 @pytest.fixture(scope='session')
 def run_script() -> ModuleType:
     return _load('run')
+
+
+@pytest.fixture(scope='session')
+def device_check() -> ModuleType:
+    return _load('benchmarks/device_check')
 
 
 @pytest.fixture(scope='session')

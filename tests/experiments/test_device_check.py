@@ -1,37 +1,14 @@
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = (
-    Path(__file__).resolve().parents[2]
-    / 'experiments'
-    / 'benchmarks'
-    / 'device_check.py'
-)
 #: Rows of each section in a run with the --quick sizes.
 ROWS = {'task': 5, 'loss': 2, 'metrics': 1, 'index': 2}
-
-
-@pytest.fixture(scope='module')
-def device_check() -> ModuleType:
-    """Import ``experiments/benchmarks/device_check.py`` under a name of its own."""
-    module_name = '_macl_experiments_device_check'
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(
