@@ -204,3 +204,13 @@ def test_gather_is_identity_without_process_group() -> None:
         a = make(name, gather_distributed=True)(features, labels)
         b = make(name)(features, labels)
         assert a == b
+
+
+@pytest.mark.parametrize('name', ['supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent'])
+@pytest.mark.parametrize('value', [0.0, -0.1, float('inf'), float('nan')])
+def test_temperature_must_be_finite_and_positive(name: str, value: float) -> None:
+    with pytest.raises(
+        ValueError, match=f'temperature must be finite and > 0, got {value}'
+    ):
+        make(name, temperature=value)
+    assert make(name, temperature=0.3).temperature == 0.3  # type: ignore[attr-defined]

@@ -17,7 +17,12 @@ from .macl import MACLLoss
 from .mulsupcon import MulSupConLoss
 from .ntxent import NTXentLoss
 from .supcon import SupConLoss
-from .utils import ContrastiveLossBase, check_label_frequencies, gather_with_grad
+from .utils import (
+    ContrastiveLossBase,
+    check_label_frequencies,
+    check_temperature,
+    gather_with_grad,
+)
 
 #: Losses by registry name.
 LOSSES: Mapping[str, type[ContrastiveLossBase]] = MappingProxyType(
@@ -60,6 +65,7 @@ __all__ = (
     'NTXentLoss',
     'SupConLoss',
     'check_label_frequencies',
+    'check_temperature',
     'gather_with_grad',
     'get_loss',
 )

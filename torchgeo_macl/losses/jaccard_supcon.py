@@ -10,6 +10,7 @@ from .utils import (
     _Batch,
     _label_overlap,
     _weighted_supcon,
+    check_temperature,
 )
 
 __all__ = ('JaccardSupConLoss',)
@@ -62,11 +63,9 @@ class JaccardSupConLoss(ContrastiveLossBase):
         super().__init__(
             label_frequencies=label_frequencies, gather_distributed=gather_distributed
         )
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
         if not 0 <= threshold <= 1:
             raise ValueError(f'threshold must lie in [0, 1], got {threshold}')
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         self.threshold = float(threshold)
 
     def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:

@@ -11,6 +11,7 @@ from .utils import (
     _Batch,
     _masked_logsumexp,
     _positive_logit_sum,
+    check_temperature,
 )
 
 __all__ = ('MulSupConLoss',)
@@ -68,9 +69,7 @@ class MulSupConLoss(ContrastiveLossBase):
         super().__init__(
             label_frequencies=label_frequencies, gather_distributed=gather_distributed
         )
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
         views = batch.z.shape[1]

@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .utils import ContrastiveLossBase, LabelFrequencies, _Batch, _masked_logsumexp
+from .utils import (
+    ContrastiveLossBase,
+    LabelFrequencies,
+    _Batch,
+    _masked_logsumexp,
+    check_temperature,
+)
 
 __all__ = ('NTXentLoss',)
 
@@ -54,9 +60,7 @@ class NTXentLoss(ContrastiveLossBase):
         super().__init__(
             label_frequencies=label_frequencies, gather_distributed=gather_distributed
         )
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
         b, views, _ = batch.z.shape

@@ -10,6 +10,7 @@ from .utils import (
     _Batch,
     _label_overlap,
     _weighted_supcon,
+    check_temperature,
 )
 
 __all__ = ('SupConLoss',)
@@ -61,9 +62,7 @@ class SupConLoss(ContrastiveLossBase):
         super().__init__(
             label_frequencies=label_frequencies, gather_distributed=gather_distributed
         )
-        if not temperature > 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
         overlap, _ = _label_overlap(batch.y, batch.y_all, batch.own)

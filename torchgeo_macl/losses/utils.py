@@ -32,6 +32,7 @@ hold batches of different sizes (they are padded for the all-gather).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -40,7 +41,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ('ContrastiveLossBase', 'check_label_frequencies', 'gather_with_grad')
+__all__ = (
+    'ContrastiveLossBase',
+    'check_label_frequencies',
+    'check_temperature',
+    'gather_with_grad',
+)
 
 #: Accepted types for label frequencies.
 LabelFrequencies = Sequence[float] | Tensor
@@ -78,6 +84,23 @@ def check_label_frequencies(label_frequencies: LabelFrequencies) -> Tensor:
             f'{freqs[bad].tolist()}'
         )
     return freqs
+
+
+def check_temperature(temperature: float) -> float:
+    """Validate a softmax temperature.
+
+    Args:
+        temperature: The temperature.
+
+    Returns:
+        It, as a float.
+
+    Raises:
+        ValueError: If it is not a finite number > 0.
+    """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f'temperature must be finite and > 0, got {temperature}')
+    return float(temperature)
 
 
 class _GatherWithGrad(torch.autograd.Function):
