@@ -115,6 +115,20 @@ class TestRetrievalDataModules:
         query_indexes = [i for b in queries for i in b['index'].tolist()]
         assert query_indexes == list(range(len(test_ds)))
 
+    @pytest.mark.parametrize('sampler', ['random', 'label_aware'])
+    def test_batch_larger_than_train_split(
+        self, cls: type[RetrievalDataModule], tmp_path: Path, sampler: str
+    ) -> None:
+        dm = make(cls, tmp_path, sampler=sampler)
+        n = len(dm._split('train'))
+        dm.batch_size = n + 1
+        with pytest.raises(
+            ValueError, match=f'batch_size={n + 1} is larger than the {n} '
+        ):
+            dm.train_dataloader()
+        dm.batch_size = n
+        assert len(dm.train_dataloader()) == 1
+
     def test_val_queries(self, cls: type[RetrievalDataModule], tmp_path: Path) -> None:
         dm = make(cls, tmp_path, query_split='val')
         dm.setup('test')

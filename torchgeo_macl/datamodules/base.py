@@ -398,9 +398,18 @@ class RetrievalDataModule(NonGeoDataModule):
 
         Returns:
             The DataLoader of the train split.
+
+        Raises:
+            ValueError: If the train split holds fewer images than one batch.
         """
         dataset = self._split('train')
         self.train_dataset = dataset
+        if len(dataset) < self.batch_size:
+            raise ValueError(
+                f'batch_size={self.batch_size} is larger than the {len(dataset)} '
+                'images of the train split: no training step would run (full batches '
+                'only); lower batch_size'
+            )
         if self.sampler == 'label_aware':
             samplers = importlib.import_module('torchgeo_macl.samplers')
             sampler_class = samplers.LabelAwareBatchSampler
