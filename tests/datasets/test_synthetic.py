@@ -199,3 +199,24 @@ def test_max_rate_controls_the_head_of_the_distribution(tmp_path: Path) -> None:
         make_synthetic_dlrsd(
             tmp_path / 'bad', num_images=21, image_size=32, max_rate=0.0
         )
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'error', 'message'),
+    [
+        ({'num_images': 10.5}, TypeError, 'num_images must be an integer, got 10.5'),
+        ({'image_size': 32.0}, TypeError, 'image_size must be an integer, got 32.0'),
+        ({'num_images': True}, TypeError, 'num_images must be an integer, got True'),
+        ({'zipf_exponent': float('nan')}, ValueError, 'zipf_exponent must be finite'),
+        ({'noise_std': float('inf')}, ValueError, 'noise_std must be finite'),
+        ({'palette_jitter': -1.0}, ValueError, 'palette_jitter must be finite and'),
+        ({'max_rate': 0.0}, ValueError, 'max_rate must be in'),
+        ({'num_images': 10**12}, ValueError, 'GiB are free on the disk'),
+    ],
+)
+def test_bad_arguments_write_nothing(
+    tmp_path: Path, kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        make_synthetic_dlrsd(tmp_path / 'new', **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / 'new').exists()

@@ -12,6 +12,7 @@ not trivial and labels are spatial (cropping can drop them).
 from __future__ import annotations
 
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -516,16 +517,41 @@ def make_synthetic_dlrsd(
 
     Raises:
         FileExistsError: If ``<root>/DLRSD`` exists and ``overwrite`` is False.
-        ValueError: If an argument is out of range.
+        TypeError: If ``num_images`` or ``image_size`` is not an integer.
+        ValueError: If an argument is out of range, or the archive would not fit
+            on the disk.
     """
+    for name, value in (('num_images', num_images), ('image_size', image_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f'{name} must be an integer, got {value!r}.')
     if num_images < 1:
         raise ValueError(f'num_images must be at least 1, got {num_images}.')
     if image_size < 16:
         raise ValueError(f'image_size must be at least 16, got {image_size}.')
-    if zipf_exponent < 0 or palette_jitter < 0 or noise_std < 0:
+    reals = {
+        'zipf_exponent': zipf_exponent,
+        'palette_jitter': palette_jitter,
+        'noise_std': noise_std,
+    }
+    for real_name, real in reals.items():
+        if not (math.isfinite(real) and real >= 0):
+            raise ValueError(
+                f'{real_name} must be finite and non-negative, got {real}.'
+            )
+    if not 0.0 < max_rate <= 1.0:
+        raise ValueError(f'max_rate must be in (0, 1], got {max_rate}.')
+    # the archive takes about 4 bytes per pixel (RGB image + mask); it is checked
+    # before anything is allocated or written
+    need = num_images * image_size**2 * 4
+    existing = Path(root).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
         raise ValueError(
-            'zipf_exponent, palette_jitter and noise_std must be non-negative, got '
-            f'{zipf_exponent}, {palette_jitter}, {noise_std}.'
+            f'num_images={num_images} images of {image_size} px need about '
+            f'{need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB are free on the disk '
+            f'of {str(root)!r}.'
         )
     root_path = Path(root)
     target = root_path / 'DLRSD'
@@ -537,8 +563,6 @@ def make_synthetic_dlrsd(
 
     rng = np.random.default_rng(seed)
     scenes = np.arange(num_images, dtype=np.int64) % len(SCENES)
-    if not 0.0 < max_rate <= 1.0:
-        raise ValueError(f'max_rate must be in (0, 1], got {max_rate}.')
     planned = _sample_labels(rng, scenes, zipf_exponent, max_rate)
     fields = _smooth_fields(rng, 8, 2 * image_size, 6)
     textures = _textures(rng, 2 * image_size)
