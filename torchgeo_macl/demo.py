@@ -104,6 +104,7 @@ class LossRun:
     loss: str
     metrics: dict[str, float]
     per_label_ap: Tensor
+    per_label_k: int
     curves: list[dict[str, str]]
     checkpoint: Path
     seconds: float
@@ -114,8 +115,6 @@ def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
     from lightning.pytorch.loggers import CSVLogger
 
     from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
-    from torchgeo_macl.metrics import per_label_average_precision_at_k
-    from torchgeo_macl.retrieval.archive import embed_datamodule
     from torchgeo_macl.tasks import RetrievalTask
 
     start = time.perf_counter()
@@ -155,21 +154,16 @@ def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
     trainer.fit(task, datamodule=dm)
     results = trainer.test(task, datamodule=dm, verbose=False)[0]
     metrics = {k.removeprefix('test_'): float(v) for k, v in results.items()}
-    # per-label AP of the test queries against the database
-    dm.predict_split = 'test'
-    dm.predict_dataset = None
-    q_emb, _, q_lab = embed_datamodule(task, dm, accelerator='cpu', progress=False)
-    dm.predict_split = 'database'
-    dm.predict_dataset = None
-    d_emb, _, d_lab = embed_datamodule(task, dm, accelerator='cpu', progress=False)
-    assert q_lab is not None
-    assert d_lab is not None
-    per_label = per_label_average_precision_at_k(q_emb, q_lab, d_emb, d_lab, 20)
+    # per-label AP of the test ranking, at the cut-off closest to 20
+    per_label_k = min(cfg.ks, key=lambda k: (abs(k - 20), k))
+    per_label = task.test_results[f'AP_label@{per_label_k}']
     with open(run_dir / 'metrics.csv') as f:
         curves = list(csv.DictReader(f))
     ckpt = run_dir / 'final.ckpt'
     trainer.save_checkpoint(ckpt)
-    return LossRun(loss, metrics, per_label, curves, ckpt, time.perf_counter() - start)
+    return LossRun(
+        loss, metrics, per_label, per_label_k, curves, ckpt, time.perf_counter() - start
+    )
 
 
 def _metrics_table(runs: Sequence[LossRun], ks: Sequence[int]) -> str:
@@ -210,7 +204,7 @@ def _plot_per_label(
     ax.set_xticklabels(
         [f'{classes[c]}\n{float(freqs[c]):.2f}' for c in order], fontsize=7
     )
-    ax.set_ylabel('AP@20 (queries with the label)')
+    ax.set_ylabel(f'AP@{runs[0].per_label_k} (queries with the label)')
     ax.set_xlabel('label (training frequency), most frequent first')
     ax.legend()
     fig.tight_layout()

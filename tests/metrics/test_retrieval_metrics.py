@@ -196,3 +196,47 @@ def test_metric_attributes() -> None:
     assert RetrievalMetrics.higher_is_better is True
     metric = RetrievalMetrics()
     assert metric.ks == (10, 20, 50, 100)
+
+
+def test_cutoffs_larger_than_the_database() -> None:
+    x, y = make_split(2, 12)
+    metric = RetrievalMetrics(ks=(5, 20, 50), leave_one_out=True, clip_ks=True)
+    feed(metric, x, y, list(range(12)))
+    assert metric.num_retrievable() == 11
+    with pytest.warns(UserWarning, match=r'cut-offs \[20, 50\] exceed the 11 items'):
+        out = metric.compute()
+    expected = retrieval_metrics(x, y, x, y, (5, 11), exclude_self=True)
+    for name in ('mAP', 'NDCG', 'rare_mAP', 'mAP_jaccard'):
+        assert out[f'{name}@5'] == expected[f'{name}@5']
+        assert out[f'{name}@20'] == expected[f'{name}@11']
+        assert out[f'{name}@50'] == expected[f'{name}@11']
+    assert not any(key.endswith('@11') for key in out)
+
+
+def test_per_label_results() -> None:
+    xq, yq = make_split(3, 9)
+    xd, yd = make_split(4, 20)
+    metric = RetrievalMetrics(ks=(5, 10), leave_one_out=False, per_label=True)
+    feed(metric, xq, yq, list(range(9)))
+    feed(metric, xd, yd, list(range(20)), database=True)
+    out = metric.compute()
+    expected = retrieval_metrics(xq, yq, xd, yd, (5, 10), per_label=True)
+    for k in (5, 10):
+        torch.testing.assert_close(
+            out[f'AP_label@{k}'], expected[f'AP_label@{k}'], equal_nan=True
+        )
+        assert out[f'mAP@{k}'] == expected[f'mAP@{k}']
+    assert torch.equal(out['label_has_query'], yq.bool().any(dim=0))
+    torch.testing.assert_close(out['database_label_frequency'], yd.float().mean(0))
+    assert int(out['num_queries']) == 9
+    assert int(out['num_database']) == 20
+
+
+def test_nothing_to_retrieve() -> None:
+    x, y = make_split(5, 1)
+    metric = RetrievalMetrics(ks=(5,), leave_one_out=True)
+    assert metric.num_retrievable() == 0
+    metric.update(x, y, torch.tensor([0]))
+    assert metric.num_retrievable() == 0
+    with pytest.raises(ValueError, match='at least one item to retrieve'):
+        metric.compute()

@@ -391,3 +391,25 @@ def test_cut_offs_beyond_a_small_split_are_evaluated_at_its_size(
     assert float(metrics['val_mAP@20']) == float(metrics['val_mAP@50'])
     assert float(metrics['val_mAP@5']) != float(metrics['val_mAP@20'])
     assert glob.glob(str(tmp_path / '**' / 'last.ckpt'), recursive=True)
+
+
+def test_test_results_hold_what_the_test_ranked(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    dm = _datamodule(synthetic_root)
+    task = _task()
+    assert task.test_results == {}
+    trainer = _trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=dm)
+    logged = trainer.test(task, datamodule=dm, verbose=False)[0]
+    results = task.test_results
+    for k in (1, 5):
+        assert float(results[f'mAP@{k}']) == pytest.approx(logged[f'test_mAP@{k}'])
+        per_label = results[f'AP_label@{k}']
+        assert per_label.shape == (len(dm.classes),)
+        carried = results['label_has_query']
+        assert torch.isnan(per_label[~carried]).all()
+        assert torch.isfinite(per_label[carried]).all()
+    assert int(results['num_queries']) == len(dm.test_dataset)
+    assert not any(key.startswith('test_AP_label') for key in logged)
+    assert 'test_num_queries' not in logged

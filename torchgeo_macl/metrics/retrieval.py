@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,17 @@ class RetrievalMetrics(Metric):
     distributed runs) and evaluated at :meth:`compute`, which returns the same dict
     as :func:`~torchgeo_macl.metrics.retrieval_metrics` (0-dim tensors).
 
+    A cut-off ``k`` larger than the ``n`` items each query can retrieve is an
+    error, or with ``clip_ks=True`` is evaluated at ``n`` (the whole ranking; a
+    :class:`UserWarning` says so) and returned under its requested name, so that
+    every requested key exists even for a small split.
+
+    With ``per_label=True`` :meth:`compute` also returns the per-label mAP@k
+    (``'AP_label@k'``, [C], NaN for a label no query carries), ``'label_has_query'``
+    ([C] bool), ``'database_label_frequency'`` ([C], the share of database items
+    carrying each label) and ``'num_queries'`` / ``'num_database'`` (0-dim
+    integers): everything a report needs, from the ranking the scalars came from.
+
     With ``leave_one_out=True`` every embedding is both a query and a database item,
     and each query is removed from its own ranking. Otherwise batches are queries,
     or database items when passed with ``database=True``.
@@ -39,6 +51,9 @@ class RetrievalMetrics(Metric):
         jaccard: Also compute the Jaccard-relevance variants.
         jaccard_threshold: Threshold in (0, 1] for Jaccard relevance.
         rare_fraction: Fraction in (0, 1] of labels counted as rare.
+        per_label: Also return the per-label values and the split sizes.
+        clip_ks: Evaluate a cut-off larger than the ranking at the ranking's
+            length instead of raising an error.
         chunk_size: Queries ranked at once (default: automatic).
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -64,6 +79,8 @@ class RetrievalMetrics(Metric):
         jaccard: bool = True,
         jaccard_threshold: float = 0.5,
         rare_fraction: float = 1 / 3,
+        per_label: bool = False,
+        clip_ks: bool = False,
         chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -76,6 +93,11 @@ class RetrievalMetrics(Metric):
             jaccard: Also compute the Jaccard-relevance variants.
             jaccard_threshold: Threshold in (0, 1] for Jaccard relevance.
             rare_fraction: Fraction in (0, 1] of labels counted as rare.
+            per_label: Also return the per-label values and the split sizes.
+            clip_ks: Evaluate a cut-off larger than the ranking at the ranking's
+                length instead of raising an error.
+        clip_ks: Evaluate a cut-off larger than the ranking at the ranking's
+            length instead of raising an error.
             chunk_size: Queries ranked at once (default: automatic).
             **kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -102,6 +124,8 @@ class RetrievalMetrics(Metric):
         self.jaccard = jaccard
         self.jaccard_threshold = jaccard_threshold
         self.rare_fraction = rare_fraction
+        self.per_label = per_label
+        self.clip_ks = clip_ks
         self.chunk_size = chunk_size
         for role in ('query', 'database'):
             for part in ('embeddings', 'labels', 'indexes'):
@@ -191,31 +215,87 @@ class RetrievalMetrics(Metric):
             return torch.empty(0)
         return dim_zero_cat(state)
 
+    def num_retrievable(self) -> int:
+        """Items each query can rank, from what was added so far.
+
+        Items are counted once per index when indexes were given; with
+        ``leave_one_out=True`` a query's own item is not counted.
+
+        Returns:
+            The size of each query's ranking (0 when nothing was added).
+        """
+        role = 'query' if self.leave_one_out else 'database'
+        indexes = getattr(self, f'{role}_indexes')
+        if isinstance(indexes, list) and indexes:
+            count = int(torch.unique(torch.cat(indexes)).numel())
+        elif isinstance(indexes, Tensor) and indexes.numel():
+            count = int(torch.unique(indexes).numel())
+        else:
+            embeddings = getattr(self, f'{role}_embeddings')
+            if isinstance(embeddings, list):
+                count = sum(len(e) for e in embeddings)
+            else:
+                count = len(embeddings)
+        return max(count - 1, 0) if self.leave_one_out else count
+
     def compute(self) -> dict[str, Tensor]:
         """Evaluate every metric on everything gathered so far.
 
         Returns:
-            The dict of :func:`~torchgeo_macl.metrics.retrieval_metrics`.
+            The dict of :func:`~torchgeo_macl.metrics.retrieval_metrics` for the
+            requested cut-offs, and the per-label values with ``per_label=True``.
 
         Raises:
-            ValueError: If nothing was added, indexes were given for only some
-                batches, or the data are invalid for
-                :func:`~torchgeo_macl.metrics.retrieval_metrics`.
+            ValueError: If nothing was added, no query can retrieve any item,
+                indexes were given for only some batches, or the data are invalid
+                for :func:`~torchgeo_macl.metrics.retrieval_metrics`.
         """
         queries, query_labels = self._gather('query')
         if self.leave_one_out:
             database, database_labels = queries, query_labels
         else:
             database, database_labels = self._gather('database')
-        return retrieval_metrics(
+        size = database.shape[0] - (1 if self.leave_one_out else 0)
+        if size < 1:
+            raise ValueError(
+                'RetrievalMetrics.compute() needs at least one item to retrieve per '
+                'query, got a database of '
+                f'{database.shape[0]} item{"s" if database.shape[0] != 1 else ""}'
+                + (' (leave-one-out)' if self.leave_one_out else '')
+            )
+        used = {k: min(k, size) if self.clip_ks else k for k in self.ks}
+        too_large = sorted(k for k in used if used[k] != k)
+        if too_large:
+            warnings.warn(
+                f'cut-offs {too_large} exceed the {size} items each query can '
+                f'retrieve; they are evaluated at {size}',
+                UserWarning,
+                stacklevel=2,
+            )
+        values = retrieval_metrics(
             queries,
             query_labels,
             database,
             database_labels,
-            self.ks,
+            sorted(set(used.values())),
             exclude_self=self.leave_one_out,
             jaccard=self.jaccard,
             jaccard_threshold=self.jaccard_threshold,
             rare_fraction=self.rare_fraction,
+            per_label=self.per_label,
             chunk_size=self.chunk_size,
         )
+        result: dict[str, Tensor] = {}
+        for name, value in values.items():
+            key, sep, cut = name.rpartition('@')
+            if not sep:
+                result[name] = value
+                continue
+            for k, evaluated in used.items():
+                if evaluated == int(cut):
+                    result[f'{key}@{k}'] = value
+        if self.per_label:
+            result['database_label_frequency'] = database_labels.float().mean(dim=0)
+            result['num_queries'] = torch.tensor(queries.shape[0])
+            result['num_database'] = torch.tensor(database.shape[0])
+        return result

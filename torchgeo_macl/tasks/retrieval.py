@@ -220,6 +220,12 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     val split (database). Retrieval metrics are logged as ``val_mAP@20``,
     ``test_NDCG@50``, ... and ``*_rare_mAP@k``; ``predict_step`` returns L2-normalised
     embeddings with their dataset indexes, for :mod:`torchgeo_macl.retrieval`.
+
+    Attributes:
+        test_results: Everything the test metric returned at the end of the last
+            test (:class:`~torchgeo_macl.metrics.RetrievalMetrics` with
+            ``per_label=True``): the logged scalars and the per-label mAP@k, on the
+            CPU. Empty before the first test.
     """
 
     ignore = ('weights',)
@@ -446,8 +452,11 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     def configure_metrics(self) -> None:
         """Build the retrieval metrics of validation and test."""
         ks = tuple(int(k) for k in self.hparams['ks'])
-        self.val_metrics = RetrievalMetrics(ks=ks, leave_one_out=True)
-        self.test_metrics = RetrievalMetrics(ks=ks, leave_one_out=False)
+        self.test_results: dict[str, Tensor] = {}
+        self.val_metrics = RetrievalMetrics(ks=ks, leave_one_out=True, clip_ks=True)
+        self.test_metrics = RetrievalMetrics(
+            ks=ks, leave_one_out=False, per_label=True, clip_ks=True
+        )
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -693,10 +702,8 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     def _log_metrics(self, metric: RetrievalMetrics, prefix: str) -> None:
         """Compute, log and reset a retrieval metric.
 
-        A cut-off ``k`` larger than the ``n`` items each query can retrieve is
-        evaluated at ``n`` (the whole ranking; a warning says so) and logged under
-        its requested name, so that a monitored ``val_mAP@20`` exists even for a
-        split of 20 images or fewer.
+        Every scalar the metric returns is logged; after testing, everything it
+        returns (per-label values included) is kept in :attr:`test_results`.
 
         Args:
             metric: The metric holding the epoch's embeddings.
@@ -704,49 +711,28 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         """
         if not metric.update_called:
             return
-        ks = metric.ks
-        size = self._database_size(metric)
-        if size < 1:
+        if metric.num_retrievable() < 1:
             metric.reset()
             return
-        clipped = {k: min(k, size) for k in ks}
-        if clipped != {k: k for k in ks} and not self.trainer.sanity_checking:
-            warnings.warn(
-                f'{prefix}: cut-offs {sorted(k for k in ks if k > size)} exceed the '
-                f'{size} items each query can retrieve; they are evaluated at {size}',
-                UserWarning,
-                stacklevel=2,
-            )
-        metric.ks = tuple(sorted(set(clipped.values())))
         try:
-            values = metric.compute()
+            with warnings.catch_warnings():
+                if self.trainer.sanity_checking:
+                    warnings.simplefilter('ignore', UserWarning)
+                values = metric.compute()
         finally:
-            metric.ks = ks
             metric.reset()
-        logged = {}
-        for name, value in values.items():
-            if value.numel() != 1:
-                continue
-            key, sep, cut = name.rpartition('@')
-            if not sep:
-                logged[f'{prefix}_{name}'] = value
-                continue
-            for k, used in clipped.items():
-                if used == int(cut):
-                    logged[f'{prefix}_{key}@{k}'] = value
-        self.log_dict(logged, sync_dist=False)
-
-    @staticmethod
-    def _database_size(metric: RetrievalMetrics) -> int:
-        """Items each query can retrieve (after de-duplication by index)."""
-        role = 'query' if metric.leave_one_out else 'database'
-        parts = getattr(metric, f'{role}_indexes')
-        if isinstance(parts, list) and parts:
-            count = int(torch.unique(torch.cat(parts)).numel())
-        else:
-            emb = getattr(metric, f'{role}_embeddings')
-            count = sum(len(e) for e in emb) if isinstance(emb, list) else len(emb)
-        return count - 1 if metric.leave_one_out else count
+        self.log_dict(
+            {
+                f'{prefix}_{name}': value
+                for name, value in values.items()
+                if '@' in name and value.numel() == 1
+            },
+            sync_dist=False,
+        )
+        if prefix == 'test':
+            self.test_results = {
+                name: value.detach().cpu() for name, value in values.items()
+            }
 
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
