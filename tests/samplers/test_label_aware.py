@@ -168,3 +168,25 @@ def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         LabelAwareBatchSampler(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize('carriers', [40, 1000])
+def test_carriers_are_drawn_uniformly(carriers: int) -> None:
+    # 40 carriers: a permutation of the free ones; 1000 (more than 4 batches):
+    # rejection sampling
+    labels = torch.zeros(4000, 2, dtype=torch.long)
+    labels[:carriers, 0] = 1
+    labels[carriers:, 1] = 1
+    sampler = LabelAwareBatchSampler(labels, 8, m=2, sigma=1.0, seed=5)
+    counts = torch.zeros(4000)
+    for epoch in range(8):
+        sampler.set_epoch(epoch)
+        for indices in sampler:
+            counts[indices] += 1
+    first = counts[:carriers]
+    # each carrier of label 0 is picked about equally often (within 5 standard
+    # deviations of a binomial count)
+    mean = float(first.mean())
+    assert mean > 10
+    assert float((first - mean).abs().max()) < 5 * mean**0.5 + 1
+

@@ -44,12 +44,16 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
     Details of one batch: labels are drawn in rounds; a round draws
     ``remaining // m`` labels with replacement, the same label drawn ``k`` times
     getting ``k * m`` distinct carriers, and, when ``remaining`` is not a multiple
-    of ``m``, one more *partial* label for the leftover slots. Images picked by two
-    draws of a round (they carry both labels) count once, and the next round fills
-    the slots this frees. Labels whose carriers are all in the batch are no longer
-    drawn. Images without any label are used only when no label has a carrier
-    left outside the batch. The draws are vectorised over labels and images (one
-    ``C x N`` top-k per round; rounds are few).
+    of ``m``, one more *partial* label for the leftover slots. Each label's
+    carriers are drawn independently of the other labels' (uniformly among its
+    carriers not yet in the batch); images picked by two draws of a round (they
+    carry both labels) count once, and the next round fills the slots this frees.
+    Labels whose carriers are all in the batch are no longer drawn. Images
+    without any label are used only when no label has a carrier left outside the
+    batch. A batch costs O(batch size) on average, whatever the number of images:
+    a label with many carriers is sampled by rejection (at most a batch of them
+    can be taken), one with few by a permutation of its carriers; an epoch is
+    O(N).
 
     An epoch has ``len(labels) // batch_size`` batches, cut to a multiple of
     ``num_replicas``. The global sequence of batches of an epoch is determined by
@@ -129,7 +133,16 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
                 f'{n} images make no batch of {batch_size} for each of '
                 f'{num_replicas} ranks'
             )
-        self.carriers = carriers.T.contiguous()  # [C, N]
+        self._num_images = n
+        # carriers of each label, and labels of each image, as CSR arrays
+        by_image = carriers.cpu().numpy()
+        label_of, image_of = np.nonzero(by_image.T)
+        self._carriers = image_of.astype(np.int64)
+        self._carrier_ptr = np.concatenate(
+            ([0], np.cumsum(np.bincount(label_of, minlength=y.shape[1])))
+        )
+        self._image_labels = by_image  # [N, C]
+        self._taken = np.zeros(n, dtype=bool)
         #: Fraction of the images that carry each label, ``[C]``.
         self.label_frequencies = carriers.double().mean(0)
         freqs = self.label_frequencies
@@ -138,6 +151,7 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
             freqs > 0, freqs.clamp_min(1e-300) ** (1 - sigma), 0.0
         )
         self.label_probabilities /= self.label_probabilities.sum()
+        self._probabilities = self.label_probabilities.numpy()
         self.batch_size = batch_size
         self.m = m
         self.sigma = float(sigma)
@@ -165,7 +179,7 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         Returns:
             ``(len(labels) // batch_size) // num_replicas``.
         """
-        return (self.carriers.shape[1] // self.batch_size) // self.num_replicas
+        return (self._num_images // self.batch_size) // self.num_replicas
 
     def _batch_seeds(self) -> list[int]:
         """Seeds of the batches of this rank in the current epoch."""
@@ -175,53 +189,85 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
         )
         return [int(s) for s in seeds[self.rank :: self.num_replicas]]
 
-    def _draw(self, gen: torch.Generator) -> LabelAwareBatch:
+    def _pick(
+        self, rng: np.random.Generator, pool: np.ndarray[Any, Any] | None, count: int
+    ) -> np.ndarray[Any, Any]:
+        """Draw ``count`` distinct images of ``pool`` that are not in the batch.
+
+        Args:
+            rng: Generator of the batch.
+            pool: Candidate images (``None``: every image).
+            count: Images to draw; at most the number of candidates not taken.
+
+        Returns:
+            The images, in random order.
+        """
+        size = self._num_images if pool is None else len(pool)
+        taken = self._taken
+        if size <= 4 * self.batch_size:
+            # few candidates: a permutation of those still free
+            candidates = np.arange(size) if pool is None else pool
+            free = candidates[~taken[candidates]]
+            return rng.permutation(free)[:count]
+        # many candidates, at most batch_size of them taken: rejection sampling
+        # (the first distinct free ones of a uniform stream form a uniform subset)
+        picked = np.empty(0, dtype=np.int64)
+        while len(picked) < count:
+            draw = rng.integers(0, size, size=2 * count + 8)
+            images = draw if pool is None else pool[draw]
+            images = np.concatenate((picked, images[~taken[images]]))
+            _, first = np.unique(images, return_index=True)
+            picked = images[np.sort(first)]
+        return picked[:count]
+
+    def _draw(self, rng: np.random.Generator) -> LabelAwareBatch:
         """Draw one batch."""
-        carriers, m = self.carriers, self.m
-        num_labels, n = carriers.shape
-        taken = torch.zeros(n, dtype=torch.bool)
-        keys = torch.rand(n, generator=gen)  # random order of the images
-        chosen: list[Tensor] = []
-        full: list[Tensor] = []
-        partial: list[Tensor] = []
+        m = self.m
+        ptr, carriers = self._carrier_ptr, self._carriers
+        free = np.diff(ptr)  # carriers of each label not in the batch
+        taken = self._taken
+        chosen: list[np.ndarray[Any, Any]] = []
+        full: list[np.ndarray[Any, Any]] = []
+        partial: list[np.ndarray[Any, Any]] = []
         remaining = self.batch_size
-        while remaining > 0:
-            available = carriers & ~taken  # [C, N]
-            counts = available.sum(1)
-            probs = self.label_probabilities * (counts > 0)
-            if not bool(probs.any()):
-                # no label has a carrier left: fill with unlabelled images
-                rest = torch.where(taken, torch.inf, keys)
-                chosen.append(rest.topk(remaining, largest=False).indices)
-                break
-            groups, leftover = divmod(remaining, m)
-            draws = groups + (leftover > 0)
-            drawn = torch.multinomial(probs, draws, replacement=True, generator=gen)
-            sizes = torch.full((draws,), m)
-            if leftover:
-                sizes[-1] = leftover
-            # the k-th draw of a label takes ranks [k*m, k*m + size) of its carriers
-            one_hot = torch.nn.functional.one_hot(drawn, num_labels)
-            occurrence = (one_hot.cumsum(0) - one_hot)[torch.arange(draws), drawn]
-            ranks = occurrence[:, None] * m + torch.arange(m)[None, :]  # [draws, m]
-            wanted = (torch.arange(m)[None, :] < sizes[:, None]) & (
-                ranks < counts[drawn][:, None]
-            )
-            depth = int(min(int(ranks[wanted].max()) + 1 if wanted.any() else 1, n))
-            order = torch.where(available, keys, torch.inf).topk(depth, largest=False)
-            picked = order.indices[drawn[:, None], ranks.clamp_max(depth - 1)][wanted]
-            new = torch.unique(picked)
-            taken[new] = True
-            chosen.append(new)
-            remaining -= int(new.numel())
-            full.append(drawn[sizes == m])
-            partial.append(drawn[sizes < m])
-        indices = torch.cat(chosen)
-        indices = indices[torch.randperm(indices.numel(), generator=gen)]
+        try:
+            while remaining > 0:
+                probs = self._probabilities * (free > 0)
+                total = probs.sum()
+                if total <= 0:
+                    # no label has a carrier left: fill with unlabelled images
+                    chosen.append(self._pick(rng, None, remaining))
+                    break
+                groups, leftover = divmod(remaining, m)
+                draws = groups + (leftover > 0)
+                drawn = rng.choice(len(probs), size=draws, p=probs / total)
+                sizes = np.full(draws, m)
+                if leftover:
+                    sizes[-1] = leftover
+                wanted = np.bincount(drawn, weights=sizes, minlength=len(probs))
+                picks = [
+                    self._pick(
+                        rng, carriers[ptr[c] : ptr[c + 1]], int(min(wanted[c], free[c]))
+                    )
+                    for c in np.flatnonzero(wanted)
+                ]
+                all_picks = np.concatenate(picks)
+                _, first = np.unique(all_picks, return_index=True)
+                new = all_picks[np.sort(first)]
+                taken[new] = True
+                free -= self._image_labels[new].sum(axis=0)
+                chosen.append(new)
+                remaining -= len(new)
+                full.append(drawn[sizes == m])
+                partial.append(drawn[sizes < m])
+            indices = rng.permutation(np.concatenate(chosen))
+        finally:
+            for part in chosen:
+                taken[part] = False
         return LabelAwareBatch(
             indices.tolist(),
-            torch.cat(full).tolist() if full else [],
-            torch.cat(partial).tolist() if partial else [],
+            np.concatenate(full).tolist() if full else [],
+            np.concatenate(partial).tolist() if partial else [],
         )
 
     def batches(self) -> Iterator[LabelAwareBatch]:
@@ -231,7 +277,7 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
             The batches, with the labels drawn for each.
         """
         for seed in self._batch_seeds():
-            yield self._draw(torch.Generator().manual_seed(seed))
+            yield self._draw(np.random.default_rng(seed))
 
     def __iter__(self) -> Iterator[list[int]]:
         """Iterate over this rank's batches of the current epoch.
