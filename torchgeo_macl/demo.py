@@ -131,7 +131,6 @@ def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
         loss=loss,
         embed_dim=64,
         proj_hidden_dim=256,
-        max_epochs=cfg.epochs,
         warmup_epochs=1,
         lr=1e-3,
         image_size=cfg.train_size,

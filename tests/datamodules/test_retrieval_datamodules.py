@@ -1,5 +1,6 @@
 import importlib.util
 import shutil
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ from torchgeo_macl.datamodules import (
     IndexedConcatDataset,
     MLAIDRetrievalDataModule,
     RetrievalDataModule,
+    RetrievalDataSpec,
     WHDLDRetrievalDataModule,
     retrieval_collate,
 )
@@ -330,3 +332,30 @@ def test_with_lightning_trainer(tmp_path: Path) -> None:
     loaders = {idx for idx, _ in model.seen['test']}
     assert loaders == {0, 1}
     assert all(shape[1:] == (3, 12, 12) for _, shape in model.seen['test'])
+
+
+@pytest.mark.parametrize('cls', MODULES)
+def test_retrieval_spec(cls: type[RetrievalDataModule], tmp_path: Path) -> None:
+    dm = make(cls, tmp_path, image_size=12)
+    spec = dm.retrieval_spec('fit')
+    assert isinstance(spec, RetrievalDataSpec)
+    assert spec.num_classes == dm.num_classes
+    assert spec.mean == pytest.approx(tuple(dm.mean.tolist()))
+    assert spec.std == pytest.approx(tuple(dm.std.tolist()))
+    assert spec.image_size == 12
+    assert spec.has_masks == dm.has_masks
+    assert spec.min_pixel_fraction == dm.min_pixel_fraction
+    assert spec.label_frequencies is not None
+    assert torch.equal(spec.label_frequencies, dm.label_frequencies)
+    assert dm.retrieval_spec('test').label_frequencies is None
+    with pytest.raises(FrozenInstanceError):
+        spec.image_size = 3  # type: ignore[misc]
+
+
+def test_retrieval_spec_checks() -> None:
+    with pytest.raises(ValueError, match='one value per band'):
+        RetrievalDataSpec(num_classes=2, mean=(0.0, 0.0), std=(1.0,))
+    with pytest.raises(ValueError, match='label_frequencies'):
+        RetrievalDataSpec(
+            num_classes=2, mean=(0.0,), std=(1.0,), label_frequencies=torch.ones(3)
+        )

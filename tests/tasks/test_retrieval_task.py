@@ -1,16 +1,19 @@
 import glob
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
 from torchgeo.main import main as torchgeo_main
 
 from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
@@ -244,15 +247,84 @@ def test_bad_configurations(synthetic_root: Path, tmp_path: Path) -> None:
         _task(loss='bce', loss_kwargs={'temperature': 0.1})
 
 
-def test_scheduler_warmup_then_cosine() -> None:
-    from torchgeo_macl.tasks.retrieval import _lr_lambda
+def _lr_factors(warmup: int, epochs: int, steps: int) -> list[float]:
+    """Learning-rate factors per epoch of the task's schedule."""
+    task = _task(warmup_epochs=warmup)
+    task._trainer = SimpleNamespace(max_epochs=epochs)  # type: ignore[assignment]
+    config = task.configure_optimizers()
+    optimizer, scheduler = config['optimizer'], config['lr_scheduler']['scheduler']
+    peak = task.hparams['lr']
+    factors = []
+    for _ in range(steps):
+        factors.append(optimizer.param_groups[0]['lr'] / peak)
+        optimizer.step()
+        scheduler.step()
+    return factors
 
-    f = _lr_lambda(2, 10)
-    assert f(0) == pytest.approx(1 / 3)
-    assert f(1) == pytest.approx(2 / 3)
-    assert f(2) == pytest.approx(1.0)
-    assert f(6) == pytest.approx(0.5)
-    assert f(10) == pytest.approx(0.0)
+
+def _reference_factor(epoch: int, warmup: int, epochs: int) -> float:
+    """Linear warm-up then cosine, written out."""
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    progress = min((epoch - warmup) / max(epochs - warmup, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def test_scheduler_warmup_then_cosine() -> None:
+    f = _lr_factors(2, 10, 11)
+    assert f[0] == pytest.approx(1 / 3)
+    assert f[1] == pytest.approx(2 / 3)
+    assert f[2] == pytest.approx(1.0)
+    assert f[6] == pytest.approx(0.5)
+    assert f[10] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(('warmup', 'epochs'), [(0, 7), (1, 8), (5, 100), (3, 3)])
+def test_scheduler_matches_the_written_out_schedule(warmup: int, epochs: int) -> None:
+    steps = epochs if warmup < epochs else warmup + 1
+    expected = [_reference_factor(e, warmup, epochs) for e in range(steps)]
+    assert _lr_factors(warmup, epochs, steps) == pytest.approx(expected, abs=1e-12)
+
+
+def test_scheduler_follows_trainer_max_epochs(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(tmp_path, 3, limit_train_batches=1, limit_val_batches=0)
+    task = _task(warmup_epochs=1, lr=1.0)
+    rates: list[float] = []
+
+    class Record(Callback):
+        def on_train_epoch_start(self, trainer: Trainer, module: Any) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]['lr'])
+
+    trainer.callbacks.append(Record())
+    trainer.fit(task, datamodule=_datamodule(synthetic_root))
+    assert rates == pytest.approx([_reference_factor(e, 1, 3) for e in range(3)])
+
+
+def test_batches_are_normalised_once(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kornia
+
+    calls: list[int] = []
+    original = kornia.enhance.normalize
+
+    def count(image: torch.Tensor, *args: Any) -> torch.Tensor:
+        calls.append(image.shape[0])
+        return original(image, *args)
+
+    monkeypatch.setattr(kornia.enhance, 'normalize', count)
+    trainer = _trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
+    assert calls == [8, 8, 8]  # two training batches, one validation batch
+
+
+def test_max_epochs_hparam_is_deprecated() -> None:
+    with pytest.deprecated_call(match='max_epochs'):
+        task = _task(max_epochs=6, warmup_epochs=0)
+    task._trainer = SimpleNamespace(max_epochs=50)  # type: ignore[assignment]
+    assert task._schedule_epochs() == 6
 
 
 DDP_SCRIPT = textwrap.dedent(

@@ -101,3 +101,72 @@ def test_invalid_settings() -> None:
         ContrastiveViews()(
             torch.zeros(2, 3, 8, 8), torch.zeros(2, 4, 4, dtype=torch.long)
         )
+
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
+STD = torch.tensor([0.229, 0.224, 0.225]) * 255
+
+
+def _normalise(unit: torch.Tensor) -> torch.Tensor:
+    return (unit * 255 - MEAN[:, None, None]) / STD[:, None, None]
+
+
+@pytest.mark.parametrize('order', [[0, 1, 2, 3], [2, 1, 0, 3], [1, 2, 0, 3]])
+def test_jitter_in_normalised_space_is_kornias_on_unit_images(order: list[int]) -> None:
+    from kornia import enhance
+
+    from torchgeo_macl.transforms.views import NormalizedColorJitter
+
+    jitter = NormalizedColorJitter(0.4)
+    jitter.set_normalization(MEAN, STD)
+    unit = torch.rand(4, 3, 8, 8) * 0.2 + 0.4  # no clamping at these factors
+    factors = torch.tensor([[1.1, 0.9, 1.2, 0.0]] * 4)
+    m, t = jitter.colour_maps(_normalise(unit).mean((2, 3)), factors, order)
+    out = torch.einsum('bij,bjhw->bihw', m, _normalise(unit)) + t[..., None, None]
+    steps = {
+        0: enhance.adjust_brightness_accumulative,
+        1: enhance.adjust_contrast_with_mean_subtraction,
+        2: enhance.adjust_saturation_with_gray_subtraction,
+    }
+    expected = unit
+    for step in order:
+        if step in steps:
+            expected = steps[step](expected, factors[:, step])
+    torch.testing.assert_close(out, _normalise(expected), atol=1e-5, rtol=0)
+
+
+def test_jitter_statistics_match_kornia_colour_jitter() -> None:
+    import kornia.augmentation as K
+
+    torch.manual_seed(1)
+    base = torch.rand(2000, 3, 1, 1) * 0.8
+    unit = (base + 0.1 * torch.rand(2000, 3, 8, 8)).clamp(0, 1)
+    views = ContrastiveViews(size=8, crop_scale=(1.0, 1.0), color_jitter=0.4)
+    views.set_normalization(MEAN, STD)
+    ours = views.jitter(_normalise(unit)) * STD[:, None, None] + MEAN[:, None, None]
+    ours = ours / 255
+    theirs = K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)(unit)
+    for out in (ours, theirs):
+        assert out.min() >= -1e-5
+        assert out.max() <= 1 + 1e-5
+    change = [(out - unit).abs().mean() for out in (ours, theirs)]
+    assert change[0] == pytest.approx(float(change[1]), rel=0.05)
+    chroma = [(out - out.mean(1, keepdim=True)).abs().mean() for out in (ours, theirs)]
+    assert chroma[0] == pytest.approx(float(chroma[1]), rel=0.05)
+
+
+def test_views_never_denormalise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kornia
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError('the views de-normalised or normalised a batch')
+
+    monkeypatch.setattr(kornia.enhance, 'denormalize', fail)
+    monkeypatch.setattr(kornia.enhance, 'normalize', fail)
+    views = ContrastiveViews(size=8, color_jitter=0.4, blur=0.5)
+    views.set_normalization(MEAN, STD)
+    view, _ = views(_normalise(torch.rand(4, 3, 16, 16)))
+    low = (-MEAN / STD).view(1, 3, 1, 1)
+    high = ((255 - MEAN) / STD).view(1, 3, 1, 1)
+    assert (view >= low - 1e-4).all()
+    assert (view <= high + 1e-4).all()

@@ -8,6 +8,7 @@ from .base import (
 )
 from .dlrsd import DLRSDRetrievalDataModule
 from .mlaid import MLAIDRetrievalDataModule
+from .spec import RetrievalDataSpec
 from .whdld import WHDLDRetrievalDataModule
 
 __all__ = (
@@ -16,6 +17,7 @@ __all__ = (
     'IndexedConcatDataset',
     'MLAIDRetrievalDataModule',
     'RetrievalDataModule',
+    'RetrievalDataSpec',
     'WHDLDRetrievalDataModule',
     'retrieval_collate',
 )

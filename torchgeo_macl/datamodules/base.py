@@ -9,9 +9,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
-import kornia
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
@@ -19,6 +17,8 @@ from torch.utils.data.dataloader import default_collate
 
 from .._compat import NonGeoDataModule
 from ..datasets.utils import RetrievalDataset
+from ..transforms.preprocess import normalize, resize
+from .spec import RetrievalDataSpec
 
 __all__ = ('IndexedConcatDataset', 'RetrievalDataModule', 'retrieval_collate')
 
@@ -115,8 +115,9 @@ def retrieval_collate(
 
     Archives such as DLRSD (from UC Merced) contain a few images that are not
     256x256. Samples whose size differs from ``size`` (or, without ``size``, from
-    the most common size in the batch) are resized on the CPU (bilinear image,
-    nearest mask) before stacking; batches of one size are collated unchanged.
+    the most common size in the batch) are resized on the CPU with
+    :func:`~torchgeo_macl.transforms.preprocess.resize` before stacking, so that no
+    image is resized twice; batches of one size are collated unchanged.
 
     Args:
         samples: Sample dictionaries.
@@ -133,16 +134,11 @@ def retrieval_collate(
     for sample in samples:
         if tuple(sample['image'].shape[-2:]) != target:
             sample = dict(sample)
-            sample['image'] = F.interpolate(
-                sample['image'][None].float(),
-                size=target,
-                mode='bilinear',
-                align_corners=False,
-            )[0]
-            if 'mask' in sample:
-                sample['mask'] = F.interpolate(
-                    sample['mask'][None, None].float(), size=target, mode='nearest'
-                )[0, 0].long()
+            mask = sample['mask'][None] if 'mask' in sample else None
+            image, mask = resize(sample['image'][None].float(), target, mask)
+            sample['image'] = image[0]
+            if mask is not None:
+                sample['mask'] = mask[0]
         fixed.append(sample)
     return dict(default_collate(fixed))
 
@@ -204,10 +200,11 @@ class RetrievalDataModule(NonGeoDataModule):
       or 'all' = train + val + test), with :attr:`predict_ids` in the same order.
 
     After a batch reaches the device, :meth:`on_after_batch_transfer` resizes
-    ``'image'`` (bilinear) and ``'mask'`` (nearest) to ``image_size`` with kornia
-    and normalises ``'image'`` with :attr:`mean` and :attr:`std` (0..255 units);
-    ``'label'`` and ``'index'`` are left untouched. Training augmentations (the two
-    views of contrastive learning) are not applied here.
+    ``'image'`` (bilinear) and ``'mask'`` (nearest) to ``image_size`` and normalises
+    ``'image'`` with :attr:`mean` and :attr:`std` (0..255 units); ``'label'`` and
+    ``'index'`` are left untouched. This is the only resize and normalisation of
+    the batches; :meth:`retrieval_spec` tells a task what they are. Training
+    augmentations (the two views of contrastive learning) are not applied here.
     """
 
     mean = torch.tensor(IMAGENET_MEAN)
@@ -370,6 +367,27 @@ class RetrievalDataModule(NonGeoDataModule):
             self.kwargs.get('load_masks', True)
         )
 
+    def retrieval_spec(self, stage: str = 'fit') -> RetrievalDataSpec:
+        """Describe the batches of this datamodule for a retrieval task.
+
+        Args:
+            stage: Lightning stage; the label frequencies (which need the train
+                split) are included for ``'fit'`` only.
+
+        Returns:
+            The number of labels, the normalisation, the image size, the mask
+            settings and, when fitting, the training label frequencies.
+        """
+        return RetrievalDataSpec(
+            num_classes=self.num_classes,
+            mean=tuple(float(v) for v in self.mean.flatten()),
+            std=tuple(float(v) for v in self.std.flatten()),
+            image_size=self.image_size,
+            min_pixel_fraction=self.min_pixel_fraction,
+            has_masks=self.has_masks,
+            label_frequencies=self.label_frequencies if stage == 'fit' else None,
+        )
+
     # --------------------------------------------------------------- dataloaders
 
     def _loader(
@@ -508,24 +526,12 @@ class RetrievalDataModule(NonGeoDataModule):
         """
         batch = dict(batch)
         image = batch['image'].float()
-        size = self.image_size
-        if size is not None and tuple(image.shape[-2:]) != (size, size):
-            image = kornia.geometry.transform.resize(
-                image,
-                (size, size),
-                interpolation='bilinear',
-                align_corners=False,
-                antialias=True,
-            )
-            if 'mask' in batch:
-                mask = batch['mask'][:, None].float()
-                mask = kornia.geometry.transform.resize(
-                    mask, (size, size), interpolation='nearest'
-                )
-                batch['mask'] = mask[:, 0].round().long()
-        mean = self.mean.to(image.device, image.dtype)
-        std = self.std.to(image.device, image.dtype)
-        batch['image'] = kornia.enhance.normalize(image, mean, std)
+        if self.image_size is not None:
+            size = (self.image_size, self.image_size)
+            image, mask = resize(image, size, batch.get('mask'))
+            if mask is not None:
+                batch['mask'] = mask
+        batch['image'] = normalize(image, self.mean, self.std)
         return batch
 
     def plot(self, *args: Any, **kwargs: Any) -> Figure | None:

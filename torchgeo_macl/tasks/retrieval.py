@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 import os
 import random
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import kornia
 import numpy as np
 import segmentation_models_pytorch as smp
 import timm
@@ -21,7 +19,12 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 from torch.optim import AdamW
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
 
 from torchgeo_macl._compat import (
     BaseTask,
@@ -30,23 +33,44 @@ from torchgeo_macl._compat import (
     get_weight,
     load_state_dict,
 )
+from torchgeo_macl.datamodules.spec import RetrievalDataSpec
 from torchgeo_macl.losses import LOSSES, get_loss
 from torchgeo_macl.metrics import RetrievalMetrics
 from torchgeo_macl.transforms import ContrastiveViews, labels_from_masks
+from torchgeo_macl.transforms.preprocess import normalize, resize
 
 #: Loss names accepted by :class:`RetrievalTask` (``bce`` is the classifier baseline).
 LOSS_NAMES = ('macl', 'supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent', 'bce')
 
 
-def _lr_lambda(warmup_epochs: int, max_epochs: int) -> Any:
-    def factor(epoch: int) -> float:
-        if epoch < warmup_epochs:
-            return (epoch + 1) / (warmup_epochs + 1)
-        span = max(max_epochs - warmup_epochs, 1)
-        progress = min((epoch - warmup_epochs) / span, 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+#: Length of the cosine schedule when the trainer sets no epoch limit (``max_steps``).
+_DEFAULT_SCHEDULE_EPOCHS = 100
 
-    return factor
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int
+) -> LRScheduler:
+    """Linear warm-up, then cosine decay to zero at ``max_epochs``; stepped per epoch.
+
+    Epoch ``e < warmup_epochs`` runs at ``(e + 1) / (warmup_epochs + 1)`` of the peak
+    rate; from ``warmup_epochs`` on, the rate follows a half cosine from the peak to 0
+    over ``max(max_epochs - warmup_epochs, 1)`` epochs.
+
+    Args:
+        optimizer: The optimizer, at its peak learning rate.
+        warmup_epochs: Epochs of linear warm-up.
+        max_epochs: Epoch at which the cosine reaches zero.
+
+    Returns:
+        The scheduler.
+    """
+    cosine = CosineAnnealingLR(optimizer, T_max=max(max_epochs - warmup_epochs, 1))
+    if warmup_epochs == 0:
+        return cosine
+    warmup = LinearLR(
+        optimizer, start_factor=1 / (warmup_epochs + 1), total_iters=warmup_epochs
+    )
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
 
 
 class _BestAndLastCheckpoint(ModelCheckpoint):
@@ -256,7 +280,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: int = 1,
-        max_epochs: int = 100,
+        max_epochs: int | None = None,
         ks: Sequence[int] = (10, 20, 50, 100),
         monitor: str = 'val_mAP@20',
     ) -> None:
@@ -294,8 +318,10 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             freeze_backbone: Train only the projection head (and classifier).
             lr: Peak learning rate of AdamW.
             weight_decay: AdamW weight decay.
-            warmup_epochs: Epochs of linear warm-up before the cosine decay.
-            max_epochs: Length of the cosine schedule in epochs.
+            warmup_epochs: Epochs of linear warm-up before the cosine decay, which
+                reaches zero at the trainer's ``max_epochs``.
+            max_epochs: Deprecated: the schedule follows the trainer's
+                ``max_epochs``. When given, it sets the schedule's length instead.
             ks: Retrieval cut-offs.
             monitor: Metric for checkpointing (maximised).
 
@@ -327,10 +353,18 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             raise ValueError(f'aux_seg_weight must be >= 0, got {aux_seg_weight}')
         if not ks or min(ks) < 1:
             raise ValueError(f'ks must be positive cut-offs, got {ks}')
-        if warmup_epochs < 0 or max_epochs < 1:
+        if warmup_epochs < 0 or (max_epochs is not None and max_epochs < 1):
             raise ValueError(
                 f'need warmup_epochs >= 0 and max_epochs >= 1, got {warmup_epochs}, '
                 f'{max_epochs}'
+            )
+        if max_epochs is not None:
+            warnings.warn(
+                'RetrievalTask(max_epochs=...) is deprecated and will be removed in '
+                "the next release: the learning-rate schedule follows the trainer's "
+                'max_epochs',
+                DeprecationWarning,
+                stacklevel=2,
             )
         self.weights = weights
         super().__init__()
@@ -460,52 +494,65 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        """Take the number of labels, label frequencies and normalisation from the data.
+        """Take the data's description from the datamodule's ``retrieval_spec``.
+
+        The number of labels, the normalisation and image size (kept in buffers for
+        :meth:`preprocess` and given to the views), the mask settings and, when
+        fitting, the label frequencies of the loss come from one
+        :class:`~torchgeo_macl.datamodules.RetrievalDataSpec`. A datamodule without
+        ``retrieval_spec`` leaves the task's own settings as they are.
 
         Args:
             stage: Lightning stage.
 
         Raises:
-            ValueError: If ``num_classes`` disagrees with the datamodule.
+            ValueError: If ``num_classes`` or ``in_channels`` disagrees with the
+                datamodule, or mask-based settings meet a datamodule without masks.
         """
         dm = getattr(self.trainer, 'datamodule', None) if self._trainer else None
-        if dm is None:
+        describe = getattr(dm, 'retrieval_spec', None)
+        if describe is None:
             return
+        spec: RetrievalDataSpec = describe(stage)
+        self._use_spec(spec, type(dm).__name__)
+
+    def _use_spec(self, spec: RetrievalDataSpec, source: str) -> None:
+        """Adopt a datamodule's description of its batches.
+
+        Args:
+            spec: The description.
+            source: Name of the datamodule, for error messages.
+
+        Raises:
+            ValueError: If ``num_classes`` or ``in_channels`` disagrees with the
+                spec, or mask-based settings meet a datamodule without masks.
+        """
         hp = self.hparams
-        dm_classes = getattr(dm, 'num_classes', None)
-        if dm_classes is not None:
-            if hp['num_classes'] is None:
-                hp['num_classes'] = int(dm_classes)
-                self._build_heads()
-            elif int(hp['num_classes']) != int(dm_classes):
-                raise ValueError(
-                    f'num_classes={hp["num_classes"]} but the datamodule '
-                    f'{type(dm).__name__} has {dm_classes} labels'
-                )
+        if hp['num_classes'] is None:
+            hp['num_classes'] = spec.num_classes
+            self._build_heads()
+        elif int(hp['num_classes']) != spec.num_classes:
+            raise ValueError(
+                f'num_classes={hp["num_classes"]} but the datamodule {source} has '
+                f'{spec.num_classes} labels'
+            )
         if hp['min_pixel_fraction'] is None:
-            self._min_pixel_fraction = float(getattr(dm, 'min_pixel_fraction', 0.0))
+            self._min_pixel_fraction = spec.min_pixel_fraction
         else:
             self._min_pixel_fraction = float(hp['min_pixel_fraction'])
-        mean, std = getattr(dm, 'mean', None), getattr(dm, 'std', None)
-        if mean is not None and std is not None:
-            bands = self.input_mean.shape[0]
-            mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-            std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-            if mean_t.numel() not in (1, bands) or std_t.numel() not in (1, bands):
-                raise ValueError(
-                    f'in_channels={bands} but the datamodule {type(dm).__name__} '
-                    f'normalises {mean_t.numel()} bands'
-                )
-            self.input_mean.copy_(mean_t.expand(bands))
-            self.input_std.copy_(std_t.expand(bands))
-        size = getattr(dm, 'image_size', None)
-        self.input_size.fill_(int(size) if size else 0)
+        bands = self.input_mean.shape[0]
+        if len(spec.mean) not in (1, bands):
+            raise ValueError(
+                f'in_channels={bands} but the datamodule {source} normalises '
+                f'{len(spec.mean)} bands'
+            )
+        self.input_mean.copy_(torch.tensor(spec.mean).expand(bands))
+        self.input_std.copy_(torch.tensor(spec.std).expand(bands))
+        self.input_size.fill_(spec.image_size or 0)
         self.views.set_normalization(self.input_mean, self.input_std)
-        if stage == 'fit' and self.criterion is not None:
-            freqs = getattr(dm, 'label_frequencies', None)
-            setter = getattr(self.criterion, 'set_label_frequencies', None)
-            if freqs is not None and setter is not None:
-                setter(_usable_frequencies(torch.as_tensor(freqs, dtype=torch.float32)))
+        setter = getattr(self.criterion, 'set_label_frequencies', None)
+        if spec.label_frequencies is not None and setter is not None:
+            setter(_usable_frequencies(spec.label_frequencies.float()))
         if (
             self.criterion is not None
             and hasattr(self.criterion, 'gather_distributed')
@@ -513,12 +560,10 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         ):
             # negatives come from the global batch, as in the single-process run
             setattr(self.criterion, 'gather_distributed', True)  # noqa: B010
-        if (hp['mask_aware_views'] or hp['aux_seg_weight'] > 0) and not getattr(
-            dm, 'has_masks', False
-        ):
+        if (hp['mask_aware_views'] or hp['aux_seg_weight'] > 0) and not spec.has_masks:
             raise ValueError(
-                f'mask_aware_views and aux_seg_weight need masks, but '
-                f'{type(dm).__name__} provides none'
+                f'mask_aware_views and aux_seg_weight need masks, but {source} '
+                'provides none'
             )
 
     def _build_heads(self) -> None:
@@ -556,13 +601,9 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self._check_input(image)
         image = image.float()
         size = int(self.input_size)
-        if size > 0 and tuple(image.shape[-2:]) != (size, size):
-            image = kornia.geometry.transform.resize(
-                image, (size, size), interpolation='bilinear', antialias=True
-            )
-        mean = self.input_mean.view(1, -1, 1, 1)
-        std = self.input_std.view(1, -1, 1, 1)
-        return (image - mean) / std
+        if size > 0:
+            image, _ = resize(image, (size, size))
+        return normalize(image, self.input_mean, self.input_std)
 
     def _check_input(self, image: Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != self.hparams['in_channels']:
@@ -763,13 +804,28 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = AdamW(params, lr=hp['lr'], weight_decay=hp['weight_decay'])
-        scheduler = LambdaLR(
-            optimizer, _lr_lambda(hp['warmup_epochs'], hp['max_epochs'])
+        scheduler = warmup_cosine_schedule(
+            optimizer, hp['warmup_epochs'], self._schedule_epochs()
         )
         return {
             'optimizer': optimizer,
             'lr_scheduler': {'scheduler': scheduler, 'interval': 'epoch'},
         }
+
+    def _schedule_epochs(self) -> int:
+        """Length of the cosine schedule: the trainer's ``max_epochs``.
+
+        Returns:
+            The deprecated ``max_epochs`` hyperparameter when set, else the
+            trainer's ``max_epochs``, else (no trainer, or a run limited by
+            ``max_steps``) 100 epochs.
+        """
+        if self.hparams.get('max_epochs') is not None:
+            return int(self.hparams['max_epochs'])
+        epochs = getattr(self._trainer, 'max_epochs', None)
+        if epochs is None or epochs < 1:
+            return _DEFAULT_SCHEDULE_EPOCHS
+        return int(epochs)
 
     def configure_callbacks(self) -> list[Callback]:
         """Checkpoints of the best and of the latest epoch, unless the user set one.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
@@ -45,15 +47,178 @@ def labels_from_masks(
     return torch.from_numpy(labels).to(mask.device)
 
 
+#: Luma weights of :func:`kornia.color.rgb_to_grayscale` (ITU-R BT.601).
+_LUMA = (0.299, 0.587, 0.114)
+#: RGB -> YIQ; its first row is the luma, so a rotation of (I, Q) keeps the luma.
+_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.595716, -0.274453, -0.321263),
+    (0.211456, -0.522591, 0.311135),
+)
+
+
+class NormalizedColorJitter(nn.Module):
+    """Colour jitter of normalised images, as affine colour maps per image.
+
+    Brightness, contrast and saturation are the operations of
+    :class:`kornia.augmentation.ColorJitter` (scaling, blending with the mean luma,
+    blending with the luma), and hue is a rotation of the chrominance about the grey
+    axis (YIQ), which keeps the luma. Each is an affine map of the image in ``[0, 1]``;
+    their composition (in a random order per call, as kornia) is expressed in the
+    normalised coordinates the image arrives in and applied with one matrix product,
+    then clamped to the values that ``[0, 1]`` normalises to. Saturation and hue apply
+    to 3-band images only.
+    """
+
+    def __init__(self, strength: float, p: float = 0.8) -> None:
+        """Initialise the jitter.
+
+        Args:
+            strength: Range ``s`` of the brightness, contrast and saturation factors
+                (drawn from ``[max(0, 1 - s), 1 + s]``); the hue turn is drawn from
+                ``[-h, h]`` with ``h = min(s / 4, 0.5)``.
+            p: Probability of jittering an image.
+
+        Raises:
+            ValueError: If ``strength`` is negative or ``p`` is outside ``[0, 1]``.
+        """
+        super().__init__()
+        if strength < 0 or not 0.0 <= p <= 1.0:
+            raise ValueError(f'need strength >= 0 and p in [0, 1], got {strength}, {p}')
+        self.strength = float(strength)
+        self.hue = min(strength / 4, 0.5)
+        self.p = float(p)
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer('mean', torch.zeros(1), persistent=False)
+        self.register_buffer('std', torch.full((1,), 255.0), persistent=False)
+
+    def set_normalization(self, mean: Tensor, std: Tensor) -> None:
+        """Set the normalisation of the incoming images.
+
+        Args:
+            mean: Per-band (or scalar) mean ``[C]`` in 0..255 units.
+            std: Per-band (or scalar) standard deviation ``[C]`` in 0..255 units.
+        """
+        device = self.mean.device
+        self.mean = mean.to(device, torch.float32).flatten()
+        self.std = std.to(device, torch.float32).flatten()
+
+    def _factors(self, b: int, device: torch.device) -> Tensor:
+        """Draw brightness, contrast, saturation and hue (turns) per image."""
+        s = self.strength
+        lo = max(0.0, 1.0 - s)
+        scale = torch.rand(b, 3, device=device) * (1.0 + s - lo) + lo
+        hue = (torch.rand(b, 1, device=device) * 2.0 - 1.0) * self.hue
+        return torch.cat([scale, hue], dim=1)
+
+    def colour_maps(
+        self, channel_means: Tensor, factors: Tensor, order: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """Affine colour maps of the jitter, in normalised coordinates.
+
+        Args:
+            channel_means: Mean of every band of every image ``[B, C]``, normalised.
+            factors: Brightness, contrast and saturation factors and hue turns
+                ``[B, 4]``.
+            order: Order of the operations (0 brightness, 1 contrast,
+                2 saturation, 3 hue).
+
+        Returns:
+            ``(M, t)`` with ``M`` ``[B, C, C]`` and ``t`` ``[B, C]``: a jittered
+            image is ``M x + t`` before clamping.
+        """
+        b, c = channel_means.shape
+        device = channel_means.device
+        # the normalisation maps an image u in [0, 1] to x = (u - shift) / scale
+        scale = (self.std / 255.0).expand(c)
+        shift = (self.mean / 255.0).expand(c)
+        eye = torch.eye(c, device=device).expand(b, c, c)
+        rgb = c == 3
+        luma = torch.tensor(_LUMA) if rgb else torch.full((c,), 1 / c)
+        luma = luma.to(device)
+        # the maps are composed on [0, 1] values: u' = m u + t
+        m = eye.clone()
+        t = torch.zeros(b, c, device=device)
+        u_first = channel_means * scale + shift
+        u_mean = u_first
+        for step in order:
+            f = factors[:, step]
+            if step == 0:
+                m, t = f[:, None, None] * m, f[:, None] * t
+            elif step == 1:
+                grey = (u_mean @ luma)[:, None]
+                m = f[:, None, None] * m
+                t = f[:, None] * t + (1 - f[:, None]) * grey
+            elif step == 2 and rgb:
+                blend = f[:, None, None] * eye + (1 - f[:, None, None]) * luma
+                m, t = blend @ m, (blend @ t[..., None])[..., 0]
+            elif step == 3 and rgb:
+                rotation = _hue_rotation(f * 2 * math.pi)
+                m, t = rotation @ m, (rotation @ t[..., None])[..., 0]
+            else:
+                continue
+            u_mean = (m @ u_first[..., None])[..., 0] + t
+        # x' = (m (scale x + shift) + t - shift) / scale
+        m_x = m * scale[None, None, :] / scale[None, :, None]
+        t_x = ((m @ shift[:, None])[..., 0] + t - shift) / scale
+        return m_x, t_x
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Jitter every image with probability ``p``.
+
+        Args:
+            image: Normalised images ``[B, C, H, W]``.
+
+        Returns:
+            The jittered images, normalised like the input.
+        """
+        b, c = image.shape[:2]
+        if self.strength == 0 or b == 0:
+            return image
+        device = image.device
+        factors = self._factors(b, device)
+        order = torch.randperm(4).tolist()
+        means = image.detach().float().mean(dim=(2, 3))
+        m, t = self.colour_maps(means, factors, order)
+        jittered = torch.einsum('bij,bjhw->bihw', m.to(image.dtype), image)
+        jittered = jittered + t.to(image.dtype)[..., None, None]
+        scale = (self.std / 255.0).expand(c)
+        shift = (self.mean / 255.0).expand(c)
+        low = (-shift / scale).to(image.dtype)[None, :, None, None]
+        high = ((1 - shift) / scale).to(image.dtype)[None, :, None, None]
+        jittered = torch.maximum(torch.minimum(jittered, high), low)
+        chosen = torch.rand(b, device=device) < self.p
+        return torch.where(chosen[:, None, None, None], jittered, image)
+
+
+def _hue_rotation(angle: Tensor) -> Tensor:
+    """RGB matrices ``[B, 3, 3]`` that rotate the hue by ``angle`` (radians)."""
+    yiq = torch.tensor(_YIQ, device=angle.device)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(angle), torch.zeros_like(angle)
+    rotation = torch.stack(
+        [
+            torch.stack([one, zero, zero], -1),
+            torch.stack([zero, cos, -sin], -1),
+            torch.stack([zero, sin, cos], -1),
+        ],
+        dim=-2,
+    )
+    to_rgb: Tensor = torch.linalg.inv(yiq)
+    return to_rgb @ rotation @ yiq
+
+
 class ContrastiveViews(nn.Module):
     """Random views of a normalised batch, with different parameters per image and view.
 
     Geometric augmentations (random resized crop, flips, rotations by multiples of
     90°) are applied to the mask too, with nearest-neighbour resampling, so labels can
-    be recomputed from each view's mask. Photometric augmentations (colour jitter,
-    Gaussian blur) act on the un-normalised image in ``[0, 1]``: the batch is
-    denormalised with ``mean`` / ``std`` (0..255 units, as the datamodules use), jittered
-    and normalised again. Colour jitter's saturation and hue only apply to 3-band images.
+    be recomputed from each view's mask. Photometric augmentations act on the
+    normalised image as it is: colour jitter is expressed in normalised coordinates
+    (:class:`NormalizedColorJitter`, which needs the batch's ``mean`` / ``std``, see
+    :meth:`set_normalization`), and Gaussian blur commutes with the normalisation.
+    Colour jitter's saturation and hue only apply to 3-band images.
     """
 
     def __init__(
@@ -100,12 +265,9 @@ class ContrastiveViews(nn.Module):
         self.rot90 = rot90
         self.color_jitter = float(color_jitter)
         self.blur = float(blur)
-        self.mean: Tensor
-        self.std: Tensor
-        self.register_buffer('mean', torch.zeros(1, 1, 1, 1), persistent=False)
-        self.register_buffer('std', torch.full((1, 1, 1, 1), 255.0), persistent=False)
+        self.jitter = NormalizedColorJitter(color_jitter, p=0.8)
+        self.gaussian_blur = K.RandomGaussianBlur((5, 5), (0.1, 2.0), p=blur)
         self._geometric: dict[tuple[int, bool], K.AugmentationSequential] = {}
-        self._photometric: dict[int, nn.Sequential] = {}
 
     def set_normalization(self, mean: Tensor | float, std: Tensor | float) -> None:
         """Set the normalisation the incoming batches carry.
@@ -114,13 +276,7 @@ class ContrastiveViews(nn.Module):
             mean: Per-band (or scalar) mean, in 0..255 units.
             std: Per-band (or scalar) standard deviation, in 0..255 units.
         """
-        device = self.mean.device
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(
-            1, -1, 1, 1
-        )
-        self.std = torch.as_tensor(std, dtype=torch.float32, device=device).reshape(
-            1, -1, 1, 1
-        )
+        self.jitter.set_normalization(torch.as_tensor(mean), torch.as_tensor(std))
 
     def _geometric_aug(self, size: int, with_mask: bool) -> K.AugmentationSequential:
         key = (size, with_mask)
@@ -137,20 +293,6 @@ class ContrastiveViews(nn.Module):
             keys = ['input', 'mask'] if with_mask else ['input']
             self._geometric[key] = K.AugmentationSequential(*augs, data_keys=keys)
         return self._geometric[key]
-
-    def _photometric_aug(self, bands: int) -> nn.Sequential:
-        if bands not in self._photometric:
-            augs: list[nn.Module] = []
-            s = self.color_jitter
-            if s > 0:
-                if bands == 3:
-                    augs.append(K.ColorJitter(s, s, s, min(s / 4, 0.5), p=0.8))
-                else:
-                    augs.append(K.ColorJitter(s, s, 0.0, 0.0, p=0.8))
-            if self.blur > 0:
-                augs.append(K.RandomGaussianBlur((5, 5), (0.1, 2.0), p=self.blur))
-            self._photometric[bands] = nn.Sequential(*augs)
-        return self._photometric[bands]
 
     def forward(
         self, image: Tensor, mask: Tensor | None = None
@@ -185,11 +327,7 @@ class ContrastiveViews(nn.Module):
         else:
             view = geometric(image)
             out_mask = None
-        photometric = self._photometric_aug(image.shape[1])
-        if len(photometric) > 0:
-            mean = self.mean.to(view.dtype)
-            std = self.std.to(view.dtype)
-            unit = ((view * std + mean) / 255.0).clamp(0.0, 1.0)
-            unit = photometric(unit)
-            view = (unit * 255.0 - mean) / std
+        view = self.jitter(view)
+        if self.blur > 0:
+            view = self.gaussian_blur(view)
         return view, out_mask
