@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 from torch.utils.data.dataloader import default_collate
 
 from .._compat import NonGeoDataModule
-from ..datasets.utils import RetrievalDataset
+from ..datasets.base import RetrievalDataset
 
 __all__ = ('IndexedConcatDataset', 'RetrievalDataModule', 'retrieval_collate')
 

@@ -2,13 +2,10 @@
 
 from .dlrsd import DLRSD
 from .mlaid import MLAID
+from .base import RetrievalDataset
+from .masks import labels_from_pixel_counts
+from .splits import iterative_stratification, load_or_create_split
 from .synthetic import make_synthetic_dlrsd
-from .utils import (
-    RetrievalDataset,
-    iterative_stratification,
-    labels_from_pixel_counts,
-    load_or_create_split,
-)
 from .whdld import WHDLD
 
 __all__ = (
