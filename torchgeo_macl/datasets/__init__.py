@@ -1,9 +1,9 @@
 """Multi-label retrieval datasets: DLRSD, ML-AID, WHDLD and a synthetic archive."""
 
-from .dlrsd import DLRSD
-from .mlaid import MLAID
 from .base import RetrievalDataset
+from .dlrsd import DLRSD
 from .masks import labels_from_pixel_counts
+from .mlaid import MLAID
 from .splits import iterative_stratification, load_or_create_split
 from .synthetic import make_synthetic_dlrsd
 from .whdld import WHDLD
