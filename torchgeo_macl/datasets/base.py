@@ -39,29 +39,33 @@ __all__ = (
 
 
 def find_or_extract(
-    root: PathLike, directory: str, filename: str, checksum: bool
+    root: PathLike,
+    directory: str,
+    filename: str,
+    check: Callable[[str], bool] | None = None,
 ) -> bool:
-    """Find a manually downloaded dataset, extracting its zip archive if needed.
+    """Find an extracted dataset, extracting its archive if needed.
 
     Args:
         root: Root directory of the dataset.
         directory: Folder the archive extracts to, under ``root``.
-        filename: Name of the zip archive, under ``root``.
-        checksum: Check the CRC-32 of every archive member before extracting.
+        filename: Name of the archive, under ``root``.
+        check: Integrity check of the archive, run before extracting it (None:
+            no check).
 
     Returns:
         True if the extracted folder exists (now), False if neither it nor the
         archive was found.
 
     Raises:
-        RuntimeError: If the archive is corrupted.
+        RuntimeError: If the archive fails ``check``.
     """
     if os.path.isdir(os.path.join(root, directory)):
         return True
     archive = os.path.join(root, filename)
     if not os.path.isfile(archive):
         return False
-    if checksum and not verify_zip(archive):
+    if check is not None and not check(archive):
         raise RuntimeError('Dataset found, but corrupted.')
     extract_archive(archive)
     return True
@@ -276,6 +280,8 @@ class RetrievalDataset(NonGeoDataset):
     directory: ClassVar[str] = ''
     #: Name of the zip archive, under ``root``.
     filename: ClassVar[str] = ''
+    #: Download address of the archive ('' when it has to be downloaded by hand).
+    url: ClassVar[str] = ''
     #: Where to get an archive that cannot be downloaded automatically.
     source: ClassVar[str] = ''
     #: The files expected under ``root``, one ``(path, note)`` per line of the
@@ -474,11 +480,14 @@ class RetrievalDataset(NonGeoDataset):
         self.labels = torch.from_numpy(labels.reshape(len(self.ids), len(self.classes)))
 
     def _not_found(self) -> DatasetNotFoundError:
-        """Build the error of an archive that has to be downloaded by hand.
+        """Build the error raised when the dataset is not found.
 
         Returns:
-            The error, naming :attr:`source` and the expected :attr:`layout`.
+            For an archive downloaded by hand (:attr:`source` set), an error naming
+            :attr:`source` and the expected :attr:`layout`; otherwise TorchGeo's.
         """
+        if not self.source:
+            return DatasetNotFoundError(self)
         lines = [
             f'  {os.path.join(self.root, *path.split("/"))}{note}'
             for path, note in self.layout
@@ -492,17 +501,44 @@ class RetrievalDataset(NonGeoDataset):
         )
 
     def _verify(self) -> None:
-        """Find the extracted archive, or extract the zip archive of :attr:`filename`.
+        """Verify the integrity of the dataset, extracting or downloading it.
 
-        The archive has to be downloaded by hand; datasets that can download it
-        override this method.
+        In TorchGeo's order: the extracted folder :attr:`directory`, else the
+        archive :attr:`filename` (checked with :meth:`_check_archive` when
+        ``checksum`` is True), else a download (:meth:`_download`) when
+        ``download`` is True and the dataset has a :attr:`url`.
 
         Raises:
-            DatasetNotFoundError: If neither the folder nor the archive is found.
+            DatasetNotFoundError: If the dataset is not found and cannot be
+                downloaded.
             RuntimeError: If ``checksum`` is True and the archive is corrupted.
         """
-        if not find_or_extract(self.root, self.directory, self.filename, self.checksum):
+        check = self._check_archive if self.checksum else None
+        if find_or_extract(self.root, self.directory, self.filename, check):
+            return
+        if not (self.download and self.url):
             raise self._not_found()
+        self._download()
+        extract_archive(os.path.join(self.root, self.filename))
+
+    def _check_archive(self, path: str) -> bool:
+        """Check the integrity of the archive: the CRC-32 of every zip member.
+
+        Args:
+            path: The archive.
+
+        Returns:
+            Whether the archive is intact.
+        """
+        return verify_zip(path)
+
+    def _download(self) -> None:
+        """Download the archive :attr:`filename` into ``root``.
+
+        Raises:
+            NotImplementedError: In datasets without a :attr:`url`.
+        """
+        raise NotImplementedError(f'{type(self).__name__} cannot be downloaded.')
 
     def _load_mask_array(self, path: str) -> NDArray[np.int64]:
         """Decode a mask file into class ids 0..C-1.

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-from .._compat import DatasetNotFoundError, check_sha256, download_url, extract_archive
+from .._compat import DatasetNotFoundError, check_sha256, download_url
 from .base import RetrievalDataset
 from .masks import check_min_pixel_fraction, decode_index_mask, labels_from_pixel_counts
 from .splits import check_split_fractions
@@ -232,28 +232,22 @@ class DLRSD(RetrievalDataset):
             raise OSError(f'Could not decode mask {path!r}: {err}') from err
         return decode_index_mask(array, path, len(self.classes))
 
-    def _verify(self) -> None:
-        """Verify the integrity of the dataset, extracting or downloading it.
+    def _check_archive(self, path: str) -> bool:
+        """Check the archive against its published SHA-256.
 
-        Raises:
-            DatasetNotFoundError: If the dataset is not found and ``download`` is
-                False.
-            RuntimeError: If the archive is corrupted.
+        Args:
+            path: The archive.
+
+        Returns:
+            Whether the checksum matches.
         """
-        if os.path.isdir(os.path.join(self.root, self.directory)):
-            return
-        archive = os.path.join(self.root, self.filename)
-        if os.path.isfile(archive):
-            if self.checksum and not check_sha256(archive, self.sha256):
-                raise RuntimeError('Dataset found, but corrupted.')
-            extract_archive(archive)
-            return
-        if not self.download:
-            raise DatasetNotFoundError(self)
+        return check_sha256(path, self.sha256)
+
+    def _download(self) -> None:
+        """Download the archive into ``root`` (checking it when ``checksum``)."""
         download_url(
             self.url,
             self.root,
             self.filename,
             sha256=self.sha256 if self.checksum else None,
         )
-        extract_archive(archive)

@@ -25,7 +25,6 @@ PathLike = str | os.PathLike[str]
 #: Names importable from here for one more release, and the module that owns each.
 _MOVED: dict[str, str] = {
     'RetrievalDataset': 'torchgeo_macl.datasets.base',
-    'find_or_extract': 'torchgeo_macl.datasets.base',
     'load_rgb_image': 'torchgeo_macl.datasets.base',
     'manual_download_error': 'torchgeo_macl.datasets.base',
     'plot_multilabel_sample': 'torchgeo_macl.datasets.base',
