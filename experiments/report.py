@@ -38,13 +38,13 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from torchgeo_macl._io import atomic_save_figure, atomic_write_text
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = EXPERIMENTS_DIR / 'results'
@@ -715,18 +715,7 @@ def _safe(name: str) -> str:
 
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix='.png', dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, metadata={'Software': None})
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save_figure(fig, path, dpi=120, metadata={'Software': None})
 
 
 def plot_metric(rows: Sequence[Summary], metric: str, path: Path, title: str) -> None:
@@ -940,19 +929,6 @@ def plot_per_label(
 
 
 # --------------------------------------------------------------------- writing
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_report(
     results_dir: Path,
     out_dir: Path,
@@ -1041,18 +1017,18 @@ def write_report(
             figures.setdefault(dataset, []).append(path.name)
     paired = paired_differences(records, compare_method, baselines, metrics, k)
     md = out_dir / f'{name}.md'
-    _write_text(
+    atomic_write_text(
         md,
         markdown_report(
             records, summaries, columns, decimals, figures=figures, paired=paired
         ),
     )
     table = out_dir / f'{name}.csv'
-    _write_text(table, csv_report(summaries, columns, decimals))
+    atomic_write_text(table, csv_report(summaries, columns, decimals))
     if not paired:
         return [md, table, *written]
     pairs = out_dir / f'{name}_paired.csv'
-    _write_text(pairs, csv_paired(paired))
+    atomic_write_text(pairs, csv_paired(paired))
     return [md, table, pairs, *written]
 
 

@@ -8,7 +8,6 @@ checksum). Everything else in this package imports TorchGeo names from here.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import re
@@ -18,6 +17,8 @@ from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 from torchgeo.datasets.utils import download_url as _download_url
 from torchgeo.datasets.utils import extract_archive as _extract_archive
+
+from ._io import sha256_file
 
 
 def _parse_version(text: str) -> tuple[int, int, int]:
@@ -77,11 +78,7 @@ def check_sha256(path: str | os.PathLike[str], sha256: str | None) -> bool:
         return False
     if not sha256:
         return True
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest() == sha256.lower()
+    return sha256_file(path) == sha256.lower()
 
 
 def download_url(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from ._io import atomic_save_figure, atomic_write_text
 
 #: Metrics shown in the report's main table, at every cut-off.
 TABLE_METRICS = (
@@ -69,32 +69,9 @@ class DemoConfig:
     extra_task_args: dict[str, Any] = field(default_factory=dict)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _save_figure(fig: Any, path: Path) -> None:
-    """Save a matplotlib figure atomically."""
-    import matplotlib.pyplot as plt
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.png')
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Save a figure of the report as PNG, atomically, and close it."""
+    atomic_save_figure(fig, path, dpi=110)
 
 
 @dataclass
@@ -387,8 +364,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         '',
     ]
     report = cfg.out / 'report.md'
-    _write_text(report, '\n'.join(lines))
-    _write_text(
+    atomic_write_text(report, '\n'.join(lines))
+    atomic_write_text(
         cfg.out / 'metrics.json',
         json.dumps({r.loss: r.metrics for r in runs}, indent=1, sort_keys=True),
     )

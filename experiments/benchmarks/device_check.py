@@ -46,18 +46,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import importlib.metadata
 import importlib.util
 import json
 import math
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -74,6 +71,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from torch import Tensor, nn
 
+from torchgeo_macl._io import atomic_write_text
 from torchgeo_macl.losses import MACLLoss
 from torchgeo_macl.metrics import retrieval_metrics
 from torchgeo_macl.retrieval import EmbeddingIndex
@@ -470,25 +468,6 @@ def markdown(report: dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by a file holding ``text`` in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def run_section(
     section: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
@@ -548,8 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(threads[0])
         faiss.omp_set_num_threads(threads[1])
     text = markdown(report)
-    write_atomic(args.out_json, json.dumps(report, indent=2) + '\n')
-    write_atomic(args.out_md, text)
+    atomic_write_text(args.out_json, json.dumps(report, indent=2) + '\n', fsync=True)
+    atomic_write_text(args.out_md, text, fsync=True)
     print(text, end='')
     return 1 if any(r['error'] for r in sections.values()) else 0
 

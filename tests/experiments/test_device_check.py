@@ -25,7 +25,7 @@ def _run(
     argv = ['--quick', '--device', 'cpu', *extra]
     argv += ['--out-json', str(out / 'check.json'), '--out-md', str(out / 'check.md')]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(script.os, 'replace', recording_replace)
+        mp.setattr(os, 'replace', recording_replace)
         code = script.main(argv)
     return code, renames
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 import torchgeo_macl.retrieval.index as index_module
+from torchgeo_macl import _io
 from torchgeo_macl.retrieval import EmbeddingIndex
 
 
@@ -83,7 +84,7 @@ def test_flat_equals_topk() -> None:
     assert scores.dtype == torch.float32
     assert torch.equal(positions, ref_positions)
     torch.testing.assert_close(scores, ref_scores, rtol=0, atol=1e-6)
-    ids = index.ids_for(positions[:2, :3])
+    ids = [[index.ids[p] for p in row] for row in positions[:2, :3].tolist()]
     assert ids == [
         [f'img/{p:06d}' for p in row] for row in ref_positions[:2, :3].tolist()
     ]
@@ -158,9 +159,6 @@ def test_search_errors() -> None:
     nan[1, 1] = float('nan')
     with pytest.raises(ValueError, match='NaN'):
         index.search(nan, 1)
-    with pytest.raises(ValueError, match='out of range'):
-        index.ids_for(torch.tensor([[5]]))
-    assert index.ids_for(torch.tensor([[-1, 4]])) == [[None, 'img/000004']]
 
 
 def test_add_errors_and_ids() -> None:
@@ -367,6 +365,7 @@ class FaultInjector:
         self.real_remove = os.remove
         monkeypatch.setattr(faiss, 'write_index', self.write_index)
         monkeypatch.setattr(index_module, 'open', self.open, raising=False)
+        monkeypatch.setattr(_io, 'open', self.open, raising=False)
         monkeypatch.setattr(os, 'fsync', self.fsync)
         monkeypatch.setattr(os, 'replace', self.replace)
         monkeypatch.setattr(os, 'remove', self.remove)
@@ -785,82 +784,3 @@ def test_load_wrong_query_dim(saved: Path) -> None:
     loaded = EmbeddingIndex.load(saved)
     with pytest.raises(ValueError, match='dimension 32 but the index has dimension 16'):
         loaded.search(torch.randn(3, 32), 5)
-
-
-# ----------------------------------------------------------------------------------
-# Merging shards
-# ----------------------------------------------------------------------------------
-
-
-def test_merge_flat_shards() -> None:
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(500, 16, generator=g)
-    q = torch.randn(20, 16, generator=g)
-    labels = random_labels(500)
-    whole = EmbeddingIndex(16, model_id='m')
-    whole.add(x, make_ids(500), labels=labels)
-    shards = []
-    for start in range(0, 500, 200):
-        shard = EmbeddingIndex(16, model_id='m')
-        stop = min(start + 200, 500)
-        shard.add(
-            x[start:stop], make_ids(stop - start, start), labels=labels[start:stop]
-        )
-        shards.append(shard)
-    merged = EmbeddingIndex.merge(shards)
-    assert merged.ids == whole.ids
-    assert merged.labels is not None
-    assert torch.equal(merged.labels, labels)
-    assert [len(s) for s in shards] == [200, 200, 100]  # inputs unchanged
-    a, pa = merged.search(q, 10)
-    b, pb = whole.search(q, 10)
-    assert torch.equal(pa, pb)
-    assert torch.equal(a, b)
-
-
-def test_merge_ivf_shards(tmp_path: Path, data: tuple[Tensor, Tensor]) -> None:
-    x, q = data
-    empty = EmbeddingIndex(32, 'ivf', nlist=32, nprobe=4)
-    empty.train(x)
-    empty.save(tmp_path / 'trained')
-    whole = EmbeddingIndex.load(tmp_path / 'trained')
-    whole.add(x, make_ids(len(x)))
-    shards = []
-    for start in range(0, len(x), 3000):
-        shard = EmbeddingIndex.load(tmp_path / 'trained')
-        part = x[start : start + 3000]
-        shard.add(part, make_ids(len(part), start))
-        shards.append(shard)
-    merged = EmbeddingIndex.merge(shards)
-    assert merged.ids == whole.ids
-    assert merged.nprobe == 4
-    a, pa = merged.search(q, 10)
-    b, pb = whole.search(q, 10)
-    assert torch.equal(pa, pb)
-    torch.testing.assert_close(a, b)
-    separate = EmbeddingIndex(32, 'ivf', nlist=32)
-    separate.add(x[:2000] + 1.0, make_ids(2000, 10**6))
-    with pytest.raises(ValueError, match='trained separately'):
-        EmbeddingIndex.merge([shards[0], separate])
-
-
-def test_merge_hnsw_and_errors(data: tuple[Tensor, Tensor]) -> None:
-    x, q = data
-    x = x[:3000]
-    a = EmbeddingIndex(32, 'hnsw')
-    a.add(x[:1500], make_ids(1500))
-    b = EmbeddingIndex(32, 'hnsw')
-    b.add(x[1500:], make_ids(1500, 1500))
-    merged = EmbeddingIndex.merge([a, b])
-    assert len(merged) == 3000
-    _, positions = merged.search(q, 10)
-    _, truth = exact_top_k(x, q, 10)
-    assert recall_at_k(positions, truth) >= 0.95
-    with pytest.raises(ValueError, match='share ids'):
-        EmbeddingIndex.merge([a, a])
-    with pytest.raises(ValueError, match='different kind'):
-        EmbeddingIndex.merge([a, EmbeddingIndex(32, 'flat')])
-    with pytest.raises(ValueError, match='different model_id'):
-        EmbeddingIndex.merge([a, EmbeddingIndex(32, 'hnsw', model_id='x')])
-    with pytest.raises(ValueError, match='at least one'):
-        EmbeddingIndex.merge([])

@@ -16,7 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 from torch.utils.data.dataloader import default_collate
 
 from .._compat import NonGeoDataModule
-from ..datasets.utils import RetrievalDataset
+from ..datasets.base import RetrievalDataset
 from ..transforms.preprocess import normalize, resize
 from .spec import RetrievalDataSpec
 

@@ -1,14 +1,11 @@
 """Multi-label retrieval datasets: DLRSD, ML-AID, WHDLD and a synthetic archive."""
 
+from .base import RetrievalDataset
 from .dlrsd import DLRSD
+from .masks import labels_from_pixel_counts
 from .mlaid import MLAID
+from .splits import iterative_stratification, load_or_create_split
 from .synthetic import make_synthetic_dlrsd
-from .utils import (
-    RetrievalDataset,
-    iterative_stratification,
-    labels_from_pixel_counts,
-    load_or_create_split,
-)
 from .whdld import WHDLD
 
 __all__ = (

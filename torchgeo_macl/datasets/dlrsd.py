@@ -8,23 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-from .._compat import DatasetNotFoundError, check_sha256, download_url, extract_archive
-from .utils import (
-    PathLike,
-    RetrievalDataset,
-    check_split_fractions,
-    decode_index_mask,
-    labels_from_pixel_counts,
-    load_or_compute_pixel_counts,
-    load_or_create_split,
-    read_multilabel_csv,
-    split_file_name,
-)
+from .._compat import DatasetNotFoundError, check_sha256, download_url
+from .base import RetrievalDataset
+from .masks import check_min_pixel_fraction, decode_index_mask, labels_from_pixel_counts
+from .splits import check_split_fractions
+from .utils import PathLike, lookup_labels, read_multilabel_csv
 
 __all__ = ('DLRSD',)
 
@@ -84,6 +76,8 @@ class DLRSD(RetrievalDataset):
       and spatial extensions for land-use classification", ACM SIGSPATIAL 2010)
     """
 
+    dataset_name = 'DLRSD'
+    file_prefix = 'dlrsd'
     url = (
         'https://hf.co/datasets/calebrob6/dlrsd/resolve/'
         'dcd622dd05f327cd0fd10951ad6cd7ba52d0e832/DLRSD.zip'
@@ -173,31 +167,20 @@ class DLRSD(RetrievalDataset):
             ValueError: If an argument is invalid, or a split file, label file or
                 mask is invalid (the message names the file).
         """
-        self._check_split(split)
+        super().__init__(root, split, transforms, download, checksum, split_seed)
         if label_source not in self.label_sources:
             raise ValueError(
                 f'Invalid label_source {label_source!r}; expected one of '
                 f'{self.label_sources}.'
             )
-        if not 0.0 <= min_pixel_fraction <= 1.0:
-            raise ValueError(
-                f'min_pixel_fraction must be in [0, 1], got {min_pixel_fraction}.'
-            )
+        self.min_pixel_fraction = check_min_pixel_fraction(min_pixel_fraction)
         if label_source == 'csv' and min_pixel_fraction > 0:
             raise ValueError(
                 "min_pixel_fraction only applies to label_source='mask', got "
                 f'{min_pixel_fraction} with the csv labels.'
             )
         fractions = check_split_fractions(split_fractions, self.splits)
-
-        self.root = root
-        self.split = split
-        self.transforms = transforms
-        self.download = download
-        self.checksum = checksum
         self.label_source = label_source
-        self.min_pixel_fraction = float(min_pixel_fraction)
-        self.split_seed = split_seed
         self.load_masks = load_masks
 
         self._verify()
@@ -209,73 +192,25 @@ class DLRSD(RetrievalDataset):
             expected = os.path.join(base, 'Images', '<scene>', '<scene>NN.tif')
             err.args = (f'{err.args[0]} No images found: expected {expected}.',)
             raise err
-        all_ids = [
+        ids = [
             f'{os.path.basename(os.path.dirname(p))}/{os.path.splitext(os.path.basename(p))[0]}'
             for p in paths
         ]
-        all_masks = [os.path.join(base, 'Labels', i + '.png') for i in all_ids]
-
-        cache: list[NDArray[np.int64]] = []
-
-        def counts() -> NDArray[np.int64]:
-            if not cache:
-                cache.append(
-                    load_or_compute_pixel_counts(
-                        os.path.join(base, 'splits', 'dlrsd_pixel_counts.npz'),
-                        all_ids,
-                        all_masks,
-                        self._load_mask_array,
-                        len(self.classes),
-                    )
-                )
-            return cache[0]
-
-        self.split_path = os.path.join(
-            base, 'splits', split_file_name('dlrsd', split_seed, fractions)
+        masks = [os.path.join(base, 'Labels', i + '.png') for i in ids]
+        rows, counts = self._split_by_masks(
+            os.path.join(base, 'splits'), ids, paths, masks, fractions
         )
-        splits = load_or_create_split(
-            self.split_path,
-            all_ids,
-            lambda: labels_from_pixel_counts(counts(), 0.0),
-            fractions,
-            split_seed,
-            'DLRSD',
-        )
-        row_of = {v: k for k, v in enumerate(all_ids)}
-        rows = np.array([row_of[i] for i in splits[split]], dtype=np.int64)
-
-        self.ids = list(splits[split])
-        self.image_paths = [paths[r] for r in rows]
-        self.mask_paths = [all_masks[r] for r in rows]
         if label_source == 'mask':
             labels = labels_from_pixel_counts(counts()[rows], self.min_pixel_fraction)
         else:
-            labels = self._csv_labels(os.path.join(base, self.csv_filename))
-        self.labels = torch.from_numpy(labels.reshape(len(rows), len(self.classes)))
-
-    def _csv_labels(self, csv_path: str) -> NDArray[np.int64]:
-        """Look up the split's labels in ``multilabels.csv``.
-
-        Args:
-            csv_path: The label file.
-
-        Returns:
-            int64 [N, C].
-
-        Raises:
-            ValueError: If an image of the split has no row (the message names the
-                file and the image).
-        """
-        table = read_multilabel_csv(csv_path, self.classes)
-        rows = []
-        for image_id in self.ids:
-            stem = image_id.rsplit('/', 1)[-1]
-            if stem not in table:
-                raise ValueError(
-                    f'Label file {csv_path!r} has no row for image {stem!r}.'
-                )
-            rows.append(table[stem])
-        return np.stack(rows) if rows else np.zeros((0, len(self.classes)), np.int64)
+            csv_path = os.path.join(base, self.csv_filename)
+            labels = lookup_labels(
+                read_multilabel_csv(csv_path, self.classes),
+                [i.rsplit('/', 1)[-1] for i in self.ids],
+                csv_path,
+                len(self.classes),
+            )
+        self._set_labels(labels)
 
     def _load_mask_array(self, path: str) -> NDArray[np.int64]:
         """Decode a DLRSD mask (palette values 1..17) into class ids 0..16.
@@ -297,28 +232,22 @@ class DLRSD(RetrievalDataset):
             raise OSError(f'Could not decode mask {path!r}: {err}') from err
         return decode_index_mask(array, path, len(self.classes))
 
-    def _verify(self) -> None:
-        """Verify the integrity of the dataset, extracting or downloading it.
+    def _check_archive(self, path: str) -> bool:
+        """Check the archive against its published SHA-256.
 
-        Raises:
-            DatasetNotFoundError: If the dataset is not found and ``download`` is
-                False.
-            RuntimeError: If the archive is corrupted.
+        Args:
+            path: The archive.
+
+        Returns:
+            Whether the checksum matches.
         """
-        if os.path.isdir(os.path.join(self.root, self.directory)):
-            return
-        archive = os.path.join(self.root, self.filename)
-        if os.path.isfile(archive):
-            if self.checksum and not check_sha256(archive, self.sha256):
-                raise RuntimeError('Dataset found, but corrupted.')
-            extract_archive(archive)
-            return
-        if not self.download:
-            raise DatasetNotFoundError(self)
+        return check_sha256(path, self.sha256)
+
+    def _download(self) -> None:
+        """Download the archive into ``root`` (checking it when ``checksum``)."""
         download_url(
             self.url,
             self.root,
             self.filename,
             sha256=self.sha256 if self.checksum else None,
         )
-        extract_archive(archive)

@@ -6,21 +6,12 @@ import os
 from collections.abc import Callable
 from typing import ClassVar
 
-import numpy as np
-import torch
-from numpy.typing import NDArray
 from torch import Tensor
 
-from .utils import (
-    PathLike,
-    RetrievalDataset,
-    check_split_fractions,
-    find_or_extract,
-    load_or_create_split,
-    manual_download_error,
-    read_multilabel_csv,
-    split_file_name,
-)
+from .base import RetrievalDataset
+from .dlrsd import DLRSD
+from .splits import check_split_fractions
+from .utils import PathLike, lookup_labels, read_multilabel_csv
 
 __all__ = ('MLAID',)
 
@@ -43,25 +34,8 @@ class MLAID(RetrievalDataset):
     * ``AID_multilabel/multilabel.csv``: header ``IMAGE\LABEL,airplane,bare-soil,...``,
       first column the image name without extension, then one 0/1 column per class
 
-    Dataset classes:
-
-    0. airplane
-    1. bare soil
-    2. buildings
-    3. cars
-    4. chaparral
-    5. court
-    6. dock
-    7. field
-    8. grass
-    9. mobile home
-    10. pavement
-    11. sand
-    12. sea
-    13. ship
-    14. tanks
-    15. trees
-    16. water
+    Dataset classes: the 17 classes of
+    :class:`~torchgeo_macl.datasets.DLRSD`, in the same order.
 
     ML-AID has no stable download URL: download it by hand (see the error raised
     when it is missing). Samples have no ``'mask'``.
@@ -74,6 +48,8 @@ class MLAID(RetrievalDataset):
       Set for Performance Evaluation of Aerial Scene Classification", IEEE TGRS 2017)
     """
 
+    dataset_name = 'ML-AID'
+    file_prefix = 'mlaid'
     directory = 'AID_multilabel'
     filename = 'AID_multilabel.zip'
     csv_filename = 'multilabel.csv'
@@ -87,26 +63,17 @@ class MLAID(RetrievalDataset):
         'the ML-AID GitHub page https://github.com/Hua-YS/AID-Multilabel-Dataset '
         '(Google Drive link)'
     )
-
-    classes: ClassVar[tuple[str, ...]] = (
-        'airplane',
-        'bare soil',
-        'buildings',
-        'cars',
-        'chaparral',
-        'court',
-        'dock',
-        'field',
-        'grass',
-        'mobile home',
-        'pavement',
-        'sand',
-        'sea',
-        'ship',
-        'tanks',
-        'trees',
-        'water',
+    layout: ClassVar[tuple[tuple[str, str], ...]] = (
+        (
+            'AID_multilabel/images_tr/',
+            '   (training images; flat or one sub-folder per scene)',
+        ),
+        ('AID_multilabel/images_test/', ' (test images)'),
+        ('AID_multilabel/multilabel.csv', ''),
     )
+
+    #: The label set of DLRSD.
+    classes: ClassVar[tuple[str, ...]] = DLRSD.classes
     has_masks: ClassVar[bool] = False
 
     def __init__(
@@ -144,57 +111,48 @@ class MLAID(RetrievalDataset):
             ValueError: If an argument, the split file or the label file is invalid
                 (the message names the file).
         """
-        self._check_split(split)
+        super().__init__(root, split, transforms, download, checksum, split_seed)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction}.')
         fractions = check_split_fractions(
             (1.0 - val_fraction, val_fraction), ('train', 'val')
         )
-
-        self.root = root
-        self.split = split
-        self.transforms = transforms
-        self.download = download
-        self.checksum = checksum
         self.min_pixel_fraction = 0.0
         self.val_fraction = float(val_fraction)
-        self.split_seed = split_seed
         self.mask_paths = None
 
         self._verify()
 
         base = os.path.join(root, self.directory)
-        folder = self.folders[split]
-        paths = self._find_images(base, folder)
+        paths = self._find_images(base, self.folders[split])
         if not paths:
             raise self._not_found()
         ids = [self._image_id(base, p) for p in paths]
-        table = read_multilabel_csv(os.path.join(base, self.csv_filename), self.classes)
-        all_labels = self._lookup(table, paths)
-
+        csv_path = os.path.join(base, self.csv_filename)
+        all_labels = lookup_labels(
+            read_multilabel_csv(csv_path, self.classes),
+            [os.path.splitext(os.path.basename(p))[0] for p in paths],
+            csv_path,
+            len(self.classes),
+            names=paths,
+        )
         if split == 'test':
             self.ids = ids
             self.image_paths = paths
             labels = all_labels
         else:
-            self.split_path = os.path.join(
-                os.path.join(base, 'splits') if split_dir is None else split_dir,
-                split_file_name('mlaid', split_seed, fractions),
-            )
-            splits = load_or_create_split(
-                self.split_path,
+            rows = self._select_split(
                 ids,
+                paths,
+                None,
                 lambda: all_labels,
+                os.path.join(base, 'splits')
+                if split_dir is None
+                else os.fspath(split_dir),
                 fractions,
-                split_seed,
-                'ML-AID',
             )
-            row_of = {v: k for k, v in enumerate(ids)}
-            rows = np.array([row_of[i] for i in splits[split]], dtype=np.int64)
-            self.ids = list(splits[split])
-            self.image_paths = [paths[r] for r in rows]
             labels = all_labels[rows]
-        self.labels = torch.from_numpy(labels.reshape(len(self.ids), len(self.classes)))
+        self._set_labels(labels)
 
     def _find_images(self, base: str, folder: str) -> list[str]:
         """List the images of a split folder (flat or one sub-folder per scene).
@@ -229,57 +187,3 @@ class MLAID(RetrievalDataset):
         """
         rel = os.path.relpath(path, base)
         return os.path.splitext(rel)[0].replace(os.sep, '/')
-
-    def _lookup(
-        self, table: dict[str, NDArray[np.int64]], paths: list[str]
-    ) -> NDArray[np.int64]:
-        """Find the label row of every image.
-
-        Args:
-            table: Rows of ``multilabel.csv`` by image stem.
-            paths: Image paths.
-
-        Returns:
-            int64 [N, C].
-
-        Raises:
-            ValueError: If an image has no row (the message names the files).
-        """
-        csv_path = os.path.join(self.root, self.directory, self.csv_filename)
-        rows = []
-        for path in paths:
-            stem = os.path.splitext(os.path.basename(path))[0]
-            if stem not in table:
-                raise ValueError(
-                    f'Label file {csv_path!r} has no row for image {path!r}.'
-                )
-            rows.append(table[stem])
-        return np.stack(rows) if rows else np.zeros((0, len(self.classes)), np.int64)
-
-    def _not_found(self) -> Exception:
-        """Build the manual-download error.
-
-        Returns:
-            The DatasetNotFoundError to raise.
-        """
-        base = os.path.join(self.root, self.directory)
-        layout = (
-            f'  {os.path.join(base, "images_tr")}{os.sep}   (training images; flat '
-            'or one sub-folder per scene)\n'
-            f'  {os.path.join(base, "images_test")}{os.sep} (test images)\n'
-            f'  {os.path.join(base, self.csv_filename)}\n'
-            f'or the zip archive of that AID_multilabel/ folder as '
-            f'{os.path.join(self.root, self.filename)}.'
-        )
-        return manual_download_error(self, 'ML-AID', self.source, layout)
-
-    def _verify(self) -> None:
-        """Verify the integrity of the dataset, extracting it if needed.
-
-        Raises:
-            DatasetNotFoundError: If the dataset is not found (it cannot be
-                downloaded automatically).
-            RuntimeError: If the archive is corrupted.
-        """
-        if not find_or_extract(self.root, self.directory, self.filename, self.checksum):
-            raise self._not_found()

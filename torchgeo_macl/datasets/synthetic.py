@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from .dlrsd import DLRSD
-from .utils import PathLike
+from .utils import PathLike, normalise_class_name
 
 __all__ = ('make_synthetic_dlrsd',)
 
@@ -58,26 +58,10 @@ AIRPLANE, BARE_SOIL, BUILDINGS, CARS, CHAPARRAL, COURT, DOCK, FIELD = range(8)
 GRASS, MOBILE_HOME, PAVEMENT, SAND, SEA, SHIP, TANKS, TREES, WATER = range(8, 17)
 NUM_CLASSES = 17
 
-#: Header of ``multilabels.csv`` in the DLRSD archive.
+#: Header of ``multilabels.csv`` in the DLRSD archive (``'image'``, ``'baresoil'``, ...).
 CSV_HEADER: tuple[str, ...] = (
     'image',
-    'airplane',
-    'baresoil',
-    'buildings',
-    'cars',
-    'chaparral',
-    'court',
-    'dock',
-    'field',
-    'grass',
-    'mobilehome',
-    'pavement',
-    'sand',
-    'sea',
-    'ship',
-    'tanks',
-    'trees',
-    'water',
+    *(normalise_class_name(name) for name in DLRSD.classes),
 )
 
 #: Classes from the most to the least frequent (rank r has base rate ~ r^-s).
@@ -456,10 +440,9 @@ def _write_zip(folder: Path, archive: Path) -> None:
 
     Args:
         folder: The folder to store (its name becomes the top-level member).
-        archive: The zip file to write (atomically).
+        archive: The zip file to write.
     """
-    tmp = archive.with_name('.' + archive.name + '.tmp')
-    with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(archive, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.rglob('*')):
             if path.is_dir() or path.parent.name == 'splits':
                 continue
@@ -469,7 +452,6 @@ def _write_zip(folder: Path, archive: Path) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
-    os.replace(tmp, archive)
 
 
 def make_synthetic_dlrsd(

@@ -8,24 +8,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-from .utils import (
-    PathLike,
-    RetrievalDataset,
-    check_split_fractions,
+from .base import RetrievalDataset
+from .masks import (
+    check_min_pixel_fraction,
     decode_index_mask,
     decode_rgb_mask,
-    find_or_extract,
     labels_from_pixel_counts,
-    load_or_compute_pixel_counts,
-    load_or_create_split,
-    manual_download_error,
-    split_file_name,
 )
+from .splits import check_split_fractions
+from .utils import PathLike
 
 __all__ = ('WHDLD',)
 
@@ -77,11 +72,17 @@ class WHDLD(RetrievalDataset):
       Labeling Dataset", Remote Sensing 2018)
     """
 
+    dataset_name = 'WHDLD'
+    file_prefix = 'whdld'
     directory = 'WHDLD'
     filename = 'WHDLD.zip'
     source = (
         'the WHDLD page https://sites.google.com/view/zhouwx/dataset '
         '(Wuhan Dense Labeling Dataset)'
+    )
+    layout: ClassVar[tuple[tuple[str, str], ...]] = (
+        ('WHDLD/Images/whNNNN.jpg', ''),
+        ('WHDLD/ImagesPNG/whNNNN.png', ''),
     )
 
     classes: ClassVar[tuple[str, ...]] = (
@@ -131,20 +132,9 @@ class WHDLD(RetrievalDataset):
             ValueError: If an argument, a split file or a mask is invalid (the
                 message names the file and the value).
         """
-        self._check_split(split)
-        if not 0.0 <= min_pixel_fraction <= 1.0:
-            raise ValueError(
-                f'min_pixel_fraction must be in [0, 1], got {min_pixel_fraction}.'
-            )
+        super().__init__(root, split, transforms, download, checksum, split_seed)
+        self.min_pixel_fraction = check_min_pixel_fraction(min_pixel_fraction)
         fractions = check_split_fractions(split_fractions, self.splits)
-
-        self.root = root
-        self.split = split
-        self.transforms = transforms
-        self.download = download
-        self.checksum = checksum
-        self.min_pixel_fraction = float(min_pixel_fraction)
-        self.split_seed = split_seed
         self.load_masks = load_masks
 
         self._verify()
@@ -153,35 +143,14 @@ class WHDLD(RetrievalDataset):
         paths = sorted(glob.glob(os.path.join(base, 'Images', '*.jpg')))
         if not paths:
             raise self._not_found()
-        all_ids = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-        all_masks = [os.path.join(base, 'ImagesPNG', i + '.png') for i in all_ids]
-        counts = load_or_compute_pixel_counts(
-            os.path.join(base, 'splits', 'whdld_pixel_counts.npz'),
-            all_ids,
-            all_masks,
-            self._load_mask_array,
-            len(self.classes),
+        ids = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+        masks = [os.path.join(base, 'ImagesPNG', i + '.png') for i in ids]
+        rows, counts = self._split_by_masks(
+            os.path.join(base, 'splits'), ids, paths, masks, fractions
         )
-
-        self.split_path = os.path.join(
-            base, 'splits', split_file_name('whdld', split_seed, fractions)
+        self._set_labels(
+            labels_from_pixel_counts(counts()[rows], self.min_pixel_fraction)
         )
-        splits = load_or_create_split(
-            self.split_path,
-            all_ids,
-            lambda: labels_from_pixel_counts(counts, 0.0),
-            fractions,
-            split_seed,
-            'WHDLD',
-        )
-        row_of = {v: k for k, v in enumerate(all_ids)}
-        rows = np.array([row_of[i] for i in splits[split]], dtype=np.int64)
-
-        self.ids = list(splits[split])
-        self.image_paths = [paths[r] for r in rows]
-        self.mask_paths = [all_masks[r] for r in rows]
-        labels = labels_from_pixel_counts(counts[rows], self.min_pixel_fraction)
-        self.labels = torch.from_numpy(labels.reshape(len(rows), len(self.classes)))
 
     def _load_mask_array(self, path: str) -> NDArray[np.int64]:
         """Decode a WHDLD mask in either encoding into class ids 0..5.
@@ -232,28 +201,3 @@ class WHDLD(RetrievalDataset):
             f'Mask {path!r} has unsupported shape {array.shape} (mode {mode}); '
             'expected a palette, greyscale or RGB image.'
         )
-
-    def _not_found(self) -> Exception:
-        """Build the manual-download error.
-
-        Returns:
-            The DatasetNotFoundError to raise.
-        """
-        layout = (
-            f'  {os.path.join(self.root, "WHDLD", "Images", "whNNNN.jpg")}\n'
-            f'  {os.path.join(self.root, "WHDLD", "ImagesPNG", "whNNNN.png")}\n'
-            f'or the zip archive of that WHDLD/ folder as '
-            f'{os.path.join(self.root, self.filename)}.'
-        )
-        return manual_download_error(self, 'WHDLD', self.source, layout)
-
-    def _verify(self) -> None:
-        """Verify the integrity of the dataset, extracting it if needed.
-
-        Raises:
-            DatasetNotFoundError: If the dataset is not found (it cannot be
-                downloaded automatically).
-            RuntimeError: If the archive is corrupted.
-        """
-        if not find_or_extract(self.root, self.directory, self.filename, self.checksum):
-            raise self._not_found()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..datasets.utils import atomic_write_bytes
+from .._io import atomic_write_bytes
 from .index import EmbeddingIndex
 
 if TYPE_CHECKING:

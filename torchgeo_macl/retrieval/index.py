@@ -7,17 +7,19 @@ import hashlib
 import io
 import json
 import math
-import operator
 import os
 import re
 import secrets
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, Literal, SupportsIndex
+from collections.abc import Collection, Sequence
+from typing import Any, Literal
 
 import faiss
 import numpy as np
 import torch
 from torch import Tensor
+
+from .._checks import check_positive_int as _positive_int
+from .._io import sha256_file, sync_directory, write_new_file
 
 __all__ = ('EmbeddingIndex',)
 
@@ -41,54 +43,6 @@ _TOKEN_DIGITS = 16
 #: Reads of the sidecar by :meth:`EmbeddingIndex.load` when a save replaces the
 #: files it names while they are being read.
 _LOAD_ATTEMPTS = 5
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
-        raise TypeError(f'{name} must be a positive integer, got {value!r}')
-    result = operator.index(value)
-    if result < 1:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
-    return result
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _hash_and_sync(path: str) -> str:
-    """SHA-256 of a file just written, which is also flushed to disk."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-        os.fsync(f.fileno())
-    return digest.hexdigest()
-
-
-def _write_synced(path: str, data: bytes) -> None:
-    """Create ``path`` (it must not exist), write ``data`` and flush it to disk."""
-    with open(path, 'xb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _sync_directory(directory: str) -> None:
-    """Flush the entries of a directory to disk, where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prefix(path: str | os.PathLike[str]) -> str:
@@ -186,8 +140,7 @@ class EmbeddingIndex:
     at training time as ``round(4 * sqrt(n))``, at most ``n // 39``.
 
     Every item has a string id (unique) and optionally multi-hot labels. Searches
-    return positions (insertion order, like :attr:`ids`), which :meth:`ids_for`
-    maps to ids.
+    return positions (insertion order, like :attr:`ids`).
 
     :meth:`save` writes, atomically, the sidecar ``<path>.json`` (format version,
     version token, kind, dimension, count, model id, search parameters, and the
@@ -546,7 +499,7 @@ class EmbeddingIndex:
         Returns:
             Cosine similarities [Q, k] (float32, best first) and positions [Q, k]
             (long, -1 where an approximate index found fewer than ``k`` items),
-            on the device of ``queries``. :meth:`ids_for` maps positions to ids.
+            on the device of ``queries``; position ``p`` is item ``ids[p]``.
 
         Raises:
             ValueError: For an empty index, ``k`` out of range, or queries of the
@@ -564,37 +517,6 @@ class EmbeddingIndex:
             torch.from_numpy(scores).to(device),
             torch.from_numpy(positions).to(device),
         )
-
-    def ids_for(self, positions: Tensor) -> list[list[str | None]]:
-        """Map positions from :meth:`search` to item ids.
-
-        Args:
-            positions: Positions [Q, k]; -1 maps to None.
-
-        Returns:
-            Ids, one list per query.
-
-        Raises:
-            ValueError: For positions out of range or not 2-D.
-        """
-        if positions.ndim != 2:
-            raise ValueError(
-                f'positions must have shape [Q, k], got {tuple(positions.shape)}'
-            )
-        rows = positions.tolist()
-        n = len(self._ids)
-        out: list[list[str | None]] = []
-        for row in rows:
-            mapped: list[str | None] = []
-            for p in row:
-                if p == -1:
-                    mapped.append(None)
-                elif 0 <= p < n:
-                    mapped.append(self._ids[p])
-                else:
-                    raise ValueError(f'position {p} is out of range for {n} items')
-            out.append(mapped)
-        return out
 
     # ------------------------------------------------------------------------------
     # Saving and loading
@@ -680,13 +602,16 @@ class EmbeddingIndex:
                 'metric': 'inner_product_l2_normalised',
                 'model_id': self._model_id,
                 'params': self._params(),
-                'faiss': {'file': faiss_name, 'sha256': _hash_and_sync(faiss_path)},
+                'faiss': {
+                    'file': faiss_name,
+                    'sha256': sha256_file(faiss_path, fsync=True),
+                },
                 'ids': None,
                 'labels': None,
             }
             ids = json.dumps(self._ids, indent=0).encode('utf-8')
             written.append(os.path.join(directory, ids_name))
-            _write_synced(written[-1], ids)
+            write_new_file(written[-1], ids, fsync=True)
             sidecar['ids'] = {
                 'file': ids_name,
                 'sha256': hashlib.sha256(ids).hexdigest(),
@@ -697,7 +622,7 @@ class EmbeddingIndex:
                 np.save(buffer, labels, allow_pickle=False)
                 data = buffer.getvalue()
                 written.append(os.path.join(directory, labels_name))
-                _write_synced(written[-1], data)
+                write_new_file(written[-1], data, fsync=True)
                 sidecar['labels'] = {
                     'file': labels_name,
                     'shape': list(labels.shape),
@@ -705,10 +630,12 @@ class EmbeddingIndex:
                     'sha256': hashlib.sha256(data).hexdigest(),
                 }
             written.append(json_tmp)
-            _write_synced(
-                json_tmp, json.dumps(sidecar, allow_nan=False, indent=1).encode('utf-8')
+            write_new_file(
+                json_tmp,
+                json.dumps(sidecar, allow_nan=False, indent=1).encode('utf-8'),
+                fsync=True,
             )
-            _sync_directory(directory)  # the data files exist before the switch
+            sync_directory(directory)  # the data files exist before the switch
             os.replace(json_tmp, json_path)
             committed = True
         finally:
@@ -716,7 +643,7 @@ class EmbeddingIndex:
                 for created in reversed(written):
                     with contextlib.suppress(OSError):
                         os.remove(created)
-        _sync_directory(directory)
+        sync_directory(directory)
         keep = (faiss_name, ids_name, labels_name)
         for stale in _stale_files(directory, name, keep):
             with contextlib.suppress(OSError):
@@ -797,7 +724,7 @@ class EmbeddingIndex:
                 f'index {faiss_path!r} was built with model {meta["model_id"]!r}, '
                 f'expected {expected_model_id!r}'
             )
-        if verify_checksums and _sha256(faiss_path) != meta['faiss']['sha256']:
+        if verify_checksums and sha256_file(faiss_path) != meta['faiss']['sha256']:
             raise ValueError(
                 f'faiss index file {faiss_path!r} does not match its sidecar '
                 f'{json_path!r} (SHA-256 differs): the file is corrupt or from '
@@ -867,111 +794,6 @@ class EmbeddingIndex:
             ]
             self._num_labels = int(meta['labels']['shape'][1])
         return self
-
-    # ------------------------------------------------------------------------------
-    # Merging
-    # ------------------------------------------------------------------------------
-
-    @classmethod
-    def merge(cls, indexes: Sequence[EmbeddingIndex]) -> EmbeddingIndex:
-        """Concatenate indexes built from parts of an archive.
-
-        Items keep the order of ``indexes``. The inputs are left unchanged. For
-        ``'ivf'``/``'ivfpq'`` the parts must share one trained quantiser (train one
-        index, save it empty, and fill a loaded copy per part).
-
-        Args:
-            indexes: Indexes of the same kind, dimension, parameters, model id and
-                label width, with disjoint ids.
-
-        Returns:
-            A new index holding every item.
-
-        Raises:
-            ValueError: If the indexes are incompatible or share ids.
-        """
-        parts = list(indexes)
-        if not parts:
-            raise ValueError('merge needs at least one index')
-        first = parts[0]
-        for other in parts[1:]:
-            for what, get in _MERGE_CHECKS.items():
-                if get(other) != get(first):
-                    raise ValueError(
-                        f'cannot merge indexes with different {what}: '
-                        f'{get(first)!r} and {get(other)!r}'
-                    )
-        if first._index is None:
-            raise ValueError('cannot merge untrained indexes')
-        seen: set[str] = set()
-        for part in parts:
-            clash = seen & part._id_set
-            if clash:
-                raise ValueError(f'indexes share ids: {sorted(clash)[:5]}')
-            seen |= part._id_set
-        if first._kind in ('ivf', 'ivfpq'):
-            centroids = _centroids(first._index)
-            for other in parts[1:]:
-                if not np.array_equal(_centroids(other._index), centroids):
-                    raise ValueError(
-                        'cannot merge IVF indexes trained separately: they must share '
-                        'one trained quantiser'
-                    )
-
-        merged = cls(
-            first._dim,
-            first._kind,  # type: ignore[arg-type]
-            nlist=first.nlist,
-            nprobe=first._nprobe,
-            pq_m=first._pq_m,
-            pq_nbits=first._pq_nbits,
-            hnsw_m=first._hnsw_m,
-            ef_construction=first._ef_construction,
-            ef_search=first._ef_search,
-            model_id=first._model_id,
-        )
-        if first._kind == 'hnsw':
-            for part in parts:
-                if part.ntotal:
-                    merged._index.add(part._index.reconstruct_n(0, part.ntotal))
-        else:
-            # Flat indexes number their vectors implicitly; IVF lists store ids.
-            sequential = first._kind == 'flat'
-            index = faiss.clone_index(first._index)
-            offset = first.ntotal
-            for other in parts[1:]:
-                index.merge_from(
-                    faiss.clone_index(other._index), 0 if sequential else offset
-                )
-                offset += other.ntotal
-            merged._index = index
-        merged.nprobe = first._nprobe
-        for part in parts:
-            merged._ids.extend(part._ids)
-            merged._labels.extend(part._labels)
-        merged._id_set = seen
-        merged._num_labels = first._num_labels
-        return merged
-
-
-_MERGE_CHECKS: dict[str, Callable[[EmbeddingIndex], object]] = {
-    'kind': lambda i: i.kind,
-    'dim': lambda i: i.dim,
-    'model_id': lambda i: i.model_id,
-    'nlist': lambda i: i.nlist,
-    'pq_m': lambda i: i._pq_m if i.kind == 'ivfpq' else None,
-    'pq_nbits': lambda i: i._pq_nbits if i.kind == 'ivfpq' else None,
-    'hnsw_m': lambda i: i._hnsw_m if i.kind == 'hnsw' else None,
-    'label width': lambda i: i._num_labels,
-}
-
-
-def _centroids(index: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
-    quantizer = faiss.downcast_index(index.quantizer)
-    array: np.ndarray[Any, np.dtype[np.float32]] = quantizer.reconstruct_n(
-        0, quantizer.ntotal
-    )
-    return array
 
 
 def _read_sidecar(prefix: str, json_path: str) -> tuple[bytes, dict[str, Any]]:

@@ -8,7 +8,7 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-from ..datasets.utils import labels_from_pixel_counts
+from ..datasets.masks import labels_from_pixel_counts
 
 
 def labels_from_masks(

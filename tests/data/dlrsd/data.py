@@ -9,39 +9,20 @@ rectangles so every class's pixel count is known; ``harbor03`` is 16x15 like the
 UC Merced images that are not square. Run from anywhere: files go next to this script.
 """
 
-import csv
-import hashlib
 import io
 import os
-import shutil
-import zipfile
+import sys
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import finish_archive, fresh_folder, header, rect_mask, write_csv
+
 SIZE = 16
 SCENES = ('agricultural', 'airplane', 'harbor')
 IMAGES_PER_SCENE = 4
-HEADER = [
-    'image',
-    'airplane',
-    'baresoil',
-    'buildings',
-    'cars',
-    'chaparral',
-    'court',
-    'dock',
-    'field',
-    'grass',
-    'mobilehome',
-    'pavement',
-    'sand',
-    'sea',
-    'ship',
-    'tanks',
-    'trees',
-    'water',
-]
+HEADER = header('image', '')
 PALETTE = [0, 0, 0] + [(37 * k) % 256 for k in range(3 * 17)]
 
 # Per image: background class, then (class, row0, row1, col0, col1) rectangles
@@ -65,30 +46,11 @@ LAYOUTS = {
 def make_mask(name: str) -> np.ndarray:
     background, rects = LAYOUTS[name]
     width = 15 if name == 'harbor03' else SIZE
-    mask = np.full((SIZE, width), background + 1, dtype=np.uint8)
-    for cls, r0, r1, c0, c1 in rects:
-        mask[r0:r1, c0:c1] = cls + 1
-    return mask
-
-
-def write_zip(root: str, folder: str, archive: str) -> None:
-    with zipfile.ZipFile(archive, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
-            dirnames.sort()
-            paths.extend(os.path.join(dirpath, f) for f in sorted(filenames))
-        for path in sorted(paths):
-            rel = os.path.relpath(path, root).replace(os.sep, '/')
-            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with open(path, 'rb') as f:
-                zf.writestr(info, f.read())
+    return rect_mask((SIZE, width), background, rects, offset=1)
 
 
 def generate_test_data(root: str) -> str:
-    folder = os.path.join(root, 'DLRSD')
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = fresh_folder(root, 'DLRSD')
     rng = np.random.default_rng(0)
     rows = []
     for scene in SCENES:
@@ -109,16 +71,8 @@ def generate_test_data(root: str) -> str:
                 f.write(buffer.getvalue())
             present = np.bincount(mask.ravel() - 1, minlength=17) > 0
             rows.append([name, *present.astype(int).tolist()])
-    with open(os.path.join(folder, 'multilabels.csv'), 'w', newline='') as f:
-        writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(HEADER)
-        writer.writerows(rows)
-    archive = os.path.join(root, 'DLRSD.zip')
-    write_zip(root, 'DLRSD', archive)
-    with open(archive, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    print(f'DLRSD.zip sha256: {digest}')
-    return digest
+    write_csv(os.path.join(folder, 'multilabels.csv'), HEADER, rows)
+    return finish_archive(root, 'DLRSD')
 
 
 if __name__ == '__main__':

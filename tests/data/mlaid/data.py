@@ -9,60 +9,25 @@ first column the image stem) and a deterministic ``AID_multilabel.zip``. Run fro
 anywhere: files go next to this script.
 """
 
-import csv
-import hashlib
 import os
-import shutil
-import zipfile
+import sys
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import finish_archive, fresh_folder, header, write_csv
+
 SIZE = 16
-HEADER = [
-    'IMAGE\\LABEL',
-    'airplane',
-    'bare-soil',
-    'buildings',
-    'cars',
-    'chaparral',
-    'court',
-    'dock',
-    'field',
-    'grass',
-    'mobile-home',
-    'pavement',
-    'sand',
-    'sea',
-    'ship',
-    'tanks',
-    'trees',
-    'water',
-]
+HEADER = header('IMAGE\\LABEL', '-')
 TRAIN = {'airport': 4, 'beach': 4, 'port': 4}
 TEST = {'airport': 2, 'port': 2}
 # Labels of each scene (class ids); image k adds class (k + 2) % 17 when k is odd.
 SCENE_LABELS = {'airport': (0, 10, 8), 'beach': (11, 12), 'port': (13, 16, 6)}
 
 
-def write_zip(root: str, folder: str, archive: str) -> None:
-    with zipfile.ZipFile(archive, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
-            dirnames.sort()
-            paths.extend(os.path.join(dirpath, f) for f in sorted(filenames))
-        for path in sorted(paths):
-            rel = os.path.relpath(path, root).replace(os.sep, '/')
-            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with open(path, 'rb') as f:
-                zf.writestr(info, f.read())
-
-
 def generate_test_data(root: str) -> str:
-    folder = os.path.join(root, 'AID_multilabel')
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = fresh_folder(root, 'AID_multilabel')
     rng = np.random.default_rng(0)
     rows = []
     for split, scenes, start in (('images_tr', TRAIN, 1), ('images_test', TEST, 101)):
@@ -79,16 +44,8 @@ def generate_test_data(root: str) -> str:
                 if k % 2:
                     labels[(k + 2) % 17] = 1
                 rows.append([stem, *labels.tolist()])
-    with open(os.path.join(folder, 'multilabel.csv'), 'w', newline='') as f:
-        writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(HEADER)
-        writer.writerows(rows)
-    archive = os.path.join(root, 'AID_multilabel.zip')
-    write_zip(root, 'AID_multilabel', archive)
-    with open(archive, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    print(f'AID_multilabel.zip sha256: {digest}')
-    return digest
+    write_csv(os.path.join(folder, 'multilabel.csv'), HEADER, rows)
+    return finish_archive(root, 'AID_multilabel')
 
 
 if __name__ == '__main__':

@@ -9,13 +9,14 @@ from rectangles so pixel counts are known. Also a deterministic ``WHDLD.zip``. R
 from anywhere: files go next to this script.
 """
 
-import hashlib
 import os
-import shutil
-import zipfile
+import sys
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import finish_archive, fresh_folder, rect_mask
 
 SIZE = 16
 COLOURS = [
@@ -45,30 +46,11 @@ LAYOUTS = [
 
 def make_mask(i: int) -> np.ndarray:
     background, rects = LAYOUTS[i]
-    mask = np.full((SIZE, SIZE), background, dtype=np.uint8)
-    for cls, r0, r1, c0, c1 in rects:
-        mask[r0:r1, c0:c1] = cls
-    return mask
-
-
-def write_zip(root: str, folder: str, archive: str) -> None:
-    with zipfile.ZipFile(archive, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
-            dirnames.sort()
-            paths.extend(os.path.join(dirpath, f) for f in sorted(filenames))
-        for path in sorted(paths):
-            rel = os.path.relpath(path, root).replace(os.sep, '/')
-            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with open(path, 'rb') as f:
-                zf.writestr(info, f.read())
+    return rect_mask((SIZE, SIZE), background, rects)
 
 
 def generate_test_data(root: str) -> str:
-    folder = os.path.join(root, 'WHDLD')
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = fresh_folder(root, 'WHDLD')
     os.makedirs(os.path.join(folder, 'Images'))
     os.makedirs(os.path.join(folder, 'ImagesPNG'))
     rng = np.random.default_rng(0)
@@ -88,12 +70,7 @@ def generate_test_data(root: str) -> str:
         else:
             png = Image.fromarray(mask + 1)  # greyscale 'L'
         png.save(os.path.join(folder, 'ImagesPNG', f'{name}.png'))
-    archive = os.path.join(root, 'WHDLD.zip')
-    write_zip(root, 'WHDLD', archive)
-    with open(archive, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    print(f'WHDLD.zip sha256: {digest}')
-    return digest
+    return finish_archive(root, 'WHDLD')
 
 
 if __name__ == '__main__':

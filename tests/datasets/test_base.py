@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from torchgeo_macl._compat import DatasetNotFoundError
+from torchgeo_macl.datasets.base import (
+    RetrievalDataset,
+    load_rgb_image,
+    manual_download_error,
+    plot_multilabel_sample,
+)
+
+
+class TestHelpers:
+    def test_load_rgb_image(self, tmp_path: Path) -> None:
+        from PIL import Image
+
+        grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+        Image.fromarray(grey).save(tmp_path / 'g.png')
+        image = load_rgb_image(tmp_path / 'g.png')
+        assert image.shape == (3, 3, 4)
+        assert image.dtype == torch.float32
+        assert torch.equal(image[1], torch.from_numpy(grey).float())
+        with pytest.raises(OSError, match=r"Could not decode image '.*missing\.png'"):
+            load_rgb_image(tmp_path / 'missing.png')
+
+    def test_manual_download_error(self) -> None:
+        class Fake:
+            root = 'here'
+            download = False
+
+        err = manual_download_error(Fake(), 'X', 'the web', '  here/X/')
+        assert isinstance(err, DatasetNotFoundError)
+        assert str(err).startswith("Dataset not found in `root='here'`")
+        assert 'Get it from the web' in str(err)
+        assert 'here/X/' in str(err)
+
+
+class TestPlotAndBase:
+    def test_plot_variants(self) -> None:
+        sample = {
+            'image': torch.randn(3, 8, 8),  # normalised image
+            'label': torch.tensor([1, 0, 1]),
+            'mask': torch.randint(0, 3, (8, 8)),
+            'prediction': torch.tensor([0, 0, 0]),
+        }
+        fig = plot_multilabel_sample(sample, ('a', 'b', 'c'), None, True, 'title')
+        assert 'Labels: a, c' in fig.texts[0].get_text()
+        assert 'Predicted: (none)' in fig.texts[0].get_text()
+        plt.close(fig)
+        sample['image'] = torch.rand(3, 8, 8)  # 0..1 image
+        fig = plot_multilabel_sample(sample, ('a', 'b', 'c'), ((1, 2, 3),) * 3)
+        assert len(fig.axes) == 2
+        plt.close(fig)
+
+    def test_base_dataset(self) -> None:
+        class Tiny(RetrievalDataset):
+            classes = ('a', 'b')
+
+            def __init__(self) -> None:
+                self.image_paths = []
+                self.mask_paths = None
+                self.ids = []
+                self.labels = torch.zeros(0, 2, dtype=torch.long)
+                self.transforms = None
+
+        ds = Tiny()
+        assert len(ds) == 0
+        assert ds.label_frequencies.tolist() == [0.0, 0.0]
+        with pytest.raises(IndexError):
+            ds[0]
+        with pytest.raises(NotImplementedError):
+            ds._load_mask_array('x.png')
+        with pytest.raises(ValueError, match='Invalid split'):
+            ds._check_split('bad')
