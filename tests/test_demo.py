@@ -12,8 +12,8 @@ import torch
 
 from torchgeo_macl.datasets import DLRSD
 from torchgeo_macl.main import main
-from torchgeo_macl.retrieval import EmbeddingIndex
-from torchgeo_macl.retrieval.archive import (
+from torchgeo_macl.search import (
+    EmbeddingIndex,
     load_archive_info,
     load_task,
     model_fingerprint,

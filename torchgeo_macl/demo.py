@@ -234,9 +234,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     """
     from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
     from torchgeo_macl.datasets import DLRSD, make_synthetic_dlrsd
-    from torchgeo_macl.retrieval import EmbeddingIndex
-    from torchgeo_macl.retrieval.archive import (
+    from torchgeo_macl.search import (
         ArchiveInfo,
+        EmbeddingIndex,
         datamodule_sources,
         embed_datamodule,
         load_task,

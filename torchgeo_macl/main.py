@@ -446,7 +446,7 @@ def _load_task(path: str) -> Any:
         path: The checkpoint.
 
     Returns:
-        The task (see :func:`torchgeo_macl.retrieval.archive.load_task`).
+        The task (see :func:`torchgeo_macl.search.load_task`).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -456,7 +456,7 @@ def _load_task(path: str) -> Any:
     import pickle
     import zipfile
 
-    from torchgeo_macl.retrieval.archive import load_task
+    from torchgeo_macl.search import load_task
 
     try:
         return load_task(path)
@@ -509,9 +509,9 @@ def _index(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from torchgeo_macl.retrieval import EmbeddingIndex
-    from torchgeo_macl.retrieval.archive import (
+    from torchgeo_macl.search import (
         ArchiveInfo,
+        EmbeddingIndex,
         datamodule_sources,
         embed_datamodule,
         embed_images,
@@ -584,8 +584,8 @@ def _index(args: argparse.Namespace) -> int:
     arg('--grid', default=None, help='also write a PNG grid of the results'),
 )
 def _search(args: argparse.Namespace) -> int:
-    from torchgeo_macl.retrieval import EmbeddingIndex
-    from torchgeo_macl.retrieval.archive import (
+    from torchgeo_macl.search import (
+        EmbeddingIndex,
         load_archive_info,
         plot_search_grid,
         search_archive,

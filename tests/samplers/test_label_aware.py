@@ -189,4 +189,3 @@ def test_carriers_are_drawn_uniformly(carriers: int) -> None:
     mean = float(first.mean())
     assert mean > 10
     assert float((first - mean).abs().max()) < 5 * mean**0.5 + 1
-

@@ -9,7 +9,7 @@ from .functional import (
     retrieval_metrics,
     weighted_average_precision_at_k,
 )
-from .retrieval import RetrievalMetrics
+from .metric import RetrievalMetrics
 
 __all__ = (
     'RetrievalMetrics',

@@ -1,5 +1,13 @@
-"""Archive-scale retrieval with faiss."""
+"""Deprecated alias of :mod:`torchgeo_macl.search` (removed in the next release)."""
 
-from .index import EmbeddingIndex
+import warnings
+
+from ..search import EmbeddingIndex
+
+warnings.warn(
+    'torchgeo_macl.retrieval is deprecated; import from torchgeo_macl.search',
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = ('EmbeddingIndex',)

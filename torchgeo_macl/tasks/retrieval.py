@@ -243,7 +243,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     itself (leave-one-out); testing ranks the test split (queries) against the train +
     val split (database). Retrieval metrics are logged as ``val_mAP@20``,
     ``test_NDCG@50``, ... and ``*_rare_mAP@k``; ``predict_step`` returns L2-normalised
-    embeddings with their dataset indexes, for :mod:`torchgeo_macl.retrieval`.
+    embeddings with their dataset indexes, for :mod:`torchgeo_macl.search`.
 
     Attributes:
         test_results: Everything the test metric returned at the end of the last

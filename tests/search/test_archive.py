@@ -18,10 +18,9 @@ from PIL import Image
 from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
 from torchgeo_macl.datasets import DLRSD, make_synthetic_dlrsd
 from torchgeo_macl.main import main
-from torchgeo_macl.retrieval import EmbeddingIndex
-from torchgeo_macl.retrieval.archive import (
-    ARCHIVE_FORMAT_VERSION,
+from torchgeo_macl.search import (
     ArchiveInfo,
+    EmbeddingIndex,
     embed_images,
     list_images,
     load_archive_info,
@@ -30,6 +29,7 @@ from torchgeo_macl.retrieval.archive import (
     read_image,
     save_archive_info,
 )
+from torchgeo_macl.search.archive import ARCHIVE_FORMAT_VERSION
 from torchgeo_macl.tasks import RetrievalTask
 
 pytestmark = pytest.mark.filterwarnings(
@@ -712,8 +712,8 @@ def test_load_archive_info_invalid(tmp_path: Path, text: str, message: str) -> N
 
 
 def test_search_with_known_query_labels_marks_shared_labels(indexed: Archive) -> None:
-    from torchgeo_macl.retrieval import EmbeddingIndex
-    from torchgeo_macl.retrieval.archive import (
+    from torchgeo_macl.search import (
+        EmbeddingIndex,
         load_archive_info,
         load_task,
         search_archive,

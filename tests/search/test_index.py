@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import Tensor
 
-import torchgeo_macl.retrieval.index as index_module
+import torchgeo_macl.search.index as index_module
 from torchgeo_macl import _io
-from torchgeo_macl.retrieval import EmbeddingIndex
+from torchgeo_macl.search import EmbeddingIndex
 
 
 def clustered(

@@ -1,0 +1,231 @@
+"""Embedding images and archives with a trained task."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningDataModule
+
+    from torchgeo_macl.tasks import RetrievalTask
+#: Image file suffixes that :func:`list_images` picks up.
+IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg')
+
+
+def model_fingerprint(task: torch.nn.Module) -> str:
+    """Identify a model by the SHA-256 of its weights.
+
+    Args:
+        task: The model.
+
+    Returns:
+        ``'sha256:<hex>'`` over parameter and buffer names, dtypes, shapes and values.
+    """
+    digest = hashlib.sha256()
+    for name, value in sorted(task.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f'{name}|{tensor.dtype}|{tuple(tensor.shape)}|'.encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return f'sha256:{digest.hexdigest()}'
+
+
+def load_task(checkpoint: str | os.PathLike[str]) -> RetrievalTask:
+    """Load a :class:`~torchgeo_macl.tasks.RetrievalTask` checkpoint for inference.
+
+    Args:
+        checkpoint: Path of a Lightning checkpoint written while training the task.
+
+    Returns:
+        The task in eval mode on the CPU.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+        ValueError: If the file is not a RetrievalTask checkpoint.
+    """
+    from torchgeo_macl.tasks import RetrievalTask
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        task: RetrievalTask = RetrievalTask.load_from_checkpoint(
+            path, map_location='cpu', weights_only=True
+        )
+    except (
+        EOFError,
+        KeyError,
+        RuntimeError,
+        TypeError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as exc:
+        raise ValueError(f'{path} is not a RetrievalTask checkpoint: {exc}') from exc
+    task.eval()
+    return task
+
+
+def read_image(path: str | os.PathLike[str], bands: int | None = None) -> Tensor:
+    """Read an image file as a float tensor in its stored range (0..255 for 8 bits).
+
+    Args:
+        path: A GeoTIFF/TIFF (read with rasterio, any number of bands) or a PNG/JPEG.
+        bands: Expected number of bands; None accepts any.
+
+    Returns:
+        Float tensor ``[C, H, W]``.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it cannot be decoded or has the wrong number of bands.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f'image not found: {p}')
+    try:
+        if p.suffix.lower() in ('.tif', '.tiff'):
+            import rasterio
+
+            with rasterio.open(p) as src:
+                array = src.read().astype(np.float32)
+        else:
+            from PIL import Image
+
+            with Image.open(p) as img:
+                array = np.asarray(img, dtype=np.float32)
+            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    except Exception as exc:
+        raise ValueError(f'cannot decode image {p}: {exc}') from exc
+    if bands is not None and array.shape[0] != bands:
+        raise ValueError(
+            f'{p} has {array.shape[0]} bands but the model expects {bands} '
+            '(in_channels of the checkpoint)'
+        )
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """List the image files under a folder, recursively, in sorted order.
+
+    Args:
+        folder: Folder to scan.
+
+    Returns:
+        The files whose suffix is in :data:`IMAGE_SUFFIXES`.
+
+    Raises:
+        FileNotFoundError: If the folder does not exist or holds no image.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f'image folder not found: {root}')
+    files = sorted(
+        p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise FileNotFoundError(f'no {"/".join(IMAGE_SUFFIXES)} images under {root}')
+    return files
+
+
+@torch.no_grad()
+def embed_images(
+    task: RetrievalTask, images: Sequence[Tensor], batch_size: int = 64
+) -> Tensor:
+    """Embed raw images with a trained task, preprocessed as in training.
+
+    Args:
+        task: The trained task.
+        images: Images ``[C, H, W]`` in 0..255 (resized to the training size when
+            the task was trained with one; otherwise embedded at their own size).
+        batch_size: Images per forward pass.
+
+    Returns:
+        L2-normalised embeddings ``[N, embed_dim]``.
+    """
+    device = next(task.parameters()).device
+    out: list[Tensor] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        size = int(task.input_size)
+        if size > 0:
+            batch = torch.cat([task.preprocess(img[None].to(device)) for img in chunk])
+        elif len({tuple(img.shape) for img in chunk}) > 1:
+            # no training size to resize to: images of different sizes go one by one
+            out.extend(
+                task(task.preprocess(img[None].to(device))).cpu() for img in chunk
+            )
+            continue
+        else:
+            batch = task.preprocess(torch.stack(list(chunk)).to(device))
+        out.append(task(batch).cpu())
+    return torch.cat(out) if out else torch.empty(0, task.hparams['embed_dim'])
+
+
+def embed_datamodule(
+    task: RetrievalTask,
+    datamodule: LightningDataModule,
+    accelerator: str = 'auto',
+    devices: int | str = 1,
+    progress: bool = True,
+) -> tuple[Tensor, list[str], Tensor | None]:
+    """Embed a datamodule's predict split with Lightning's predict loop.
+
+    Args:
+        task: The trained task.
+        datamodule: A retrieval datamodule (its ``predict_split`` chooses the images).
+        accelerator: Lightning accelerator.
+        devices: Lightning devices.
+        progress: Show a progress bar.
+
+    Returns:
+        Embeddings ``[N, D]`` in the predict loader's order, their ids
+        (``datamodule.predict_ids``) and labels ``[N, C]`` when the batches have them.
+    """
+    from lightning.pytorch import Trainer
+
+    trainer = Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    outputs: Any = trainer.predict(task, datamodule=datamodule)
+    batches = (
+        [o for group in outputs for o in group]
+        if outputs and isinstance(outputs[0], list)
+        else list(outputs or [])
+    )
+    embeddings = torch.cat([b['embedding'] for b in batches])
+    order = torch.cat([b['index'] for b in batches]).argsort()
+    embeddings = embeddings[order]
+    labels = None
+    if all('label' in b for b in batches):
+        labels = torch.cat([b['label'] for b in batches])[order]
+    ids = list(getattr(datamodule, 'predict_ids', []))
+    if len(ids) != len(embeddings):
+        ids = [str(i) for i in range(len(embeddings))]
+    return embeddings, ids, labels
+
+
+def datamodule_sources(datamodule: LightningDataModule) -> dict[str, str]:
+    """Map the ids of a datamodule's predict split to their image files.
+
+    Args:
+        datamodule: A retrieval datamodule after ``setup('predict')``.
+
+    Returns:
+        Absolute image path of every id.
+    """
+    dataset = getattr(datamodule, 'predict_dataset', None)
+    parts = getattr(dataset, 'datasets', [dataset])
+    return {i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)}
