@@ -45,7 +45,7 @@ import faiss
 import numpy as np
 import torch
 
-from torchgeo_macl.retrieval import EmbeddingIndex
+from torchgeo_macl.search import EmbeddingIndex
 
 
 def clustered(

@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from torchgeo_macl._io import atomic_write_text
 from torchgeo_macl.losses import MACLLoss
 from torchgeo_macl.metrics import retrieval_metrics
-from torchgeo_macl.retrieval import EmbeddingIndex
+from torchgeo_macl.search import EmbeddingIndex
 
 
 def _load(name: str) -> ModuleType:
