@@ -5,7 +5,7 @@ the package, so they are independent oracles for the vectorised losses.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import torch
@@ -116,25 +116,35 @@ def macl_reference(
     return sum(losses) / sum(counts) if losses else 0.0
 
 
+def _fixed_temperature_anchors(
+    features: torch.Tensor, tau: float
+) -> Iterator[tuple[int, list[int], Callable[[int], float]]]:
+    """Every anchor view, its other views and its log-softmax at temperature tau."""
+    b, v, _ = features.shape
+    z = _unit(features)
+    for a in range(b * v):
+        others = [o for o in range(b * v) if o != a]
+        log_den = math.log(sum(math.exp(_dot(z[a], z[o]) / tau) for o in others))
+
+        def log_prob(p: int, a: int = a, log_den: float = log_den) -> float:
+            return _dot(z[a], z[p]) / tau - log_den
+
+        yield a, others, log_prob
+
+
 def mulsupcon_reference(
     features: torch.Tensor, labels: torch.Tensor, tau: float
 ) -> float:
     """MulSupCon: mean over (view, label) anchors of -mean_p log softmax."""
-    b, v, _ = features.shape
-    z = _unit(features)
+    v = features.shape[1]
     sets = _sets(labels)
     losses = []
-    for a in range(b * v):
-        others = [o for o in range(b * v) if o != a]
-        log_den = math.log(sum(math.exp(_dot(z[a], z[o]) / tau) for o in others))
+    for a, others, log_prob in _fixed_temperature_anchors(features, tau):
         for label in sorted(sets[a // v]):
             positives = [p for p in others if label in sets[p // v]]
             if not positives:
                 continue
-            losses.append(
-                -sum(_dot(z[a], z[p]) / tau - log_den for p in positives)
-                / len(positives)
-            )
+            losses.append(-sum(log_prob(p) for p in positives) / len(positives))
     return sum(losses) / len(losses) if losses else 0.0
 
 
@@ -142,14 +152,11 @@ def jaccard_supcon_reference(
     features: torch.Tensor, labels: torch.Tensor, tau: float, threshold: float
 ) -> float:
     """Jaccard-weighted SupCon: positives J >= threshold (J > 0), weights J."""
-    b, v, _ = features.shape
-    z = _unit(features)
+    v = features.shape[1]
     sets = _sets(labels)
     losses = []
-    for a in range(b * v):
+    for a, others, log_prob in _fixed_temperature_anchors(features, tau):
         i = a // v
-        others = [o for o in range(b * v) if o != a]
-        log_den = math.log(sum(math.exp(_dot(z[a], z[o]) / tau) for o in others))
         weights = {}
         for p in others:
             j = p // v
@@ -163,12 +170,7 @@ def jaccard_supcon_reference(
         if not weights:
             continue
         total = sum(weights.values())
-        losses.append(
-            -sum(
-                wp / total * (_dot(z[a], z[p]) / tau - log_den)
-                for p, wp in weights.items()
-            )
-        )
+        losses.append(-sum(wp / total * log_prob(p) for p, wp in weights.items()))
     return sum(losses) / len(losses) if losses else 0.0
 
 

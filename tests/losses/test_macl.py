@@ -120,6 +120,20 @@ def _features(far: int) -> torch.Tensor:
     return torch.stack(rows)[:, None, :]
 
 
+def _assert_image_1_weighs_more(
+    weighted: MACLLoss, plain: MACLLoss, labels: torch.Tensor
+) -> None:
+    """More weight on positive 1 than on positive 2 of anchor 0 than ``plain`` gives.
+
+    The loss grows when image 1 is the far positive, and shrinks when it is the
+    near one.
+    """
+    far_1 = _features(far=1)
+    far_2 = _features(far=2)
+    assert weighted(far_1, labels) > plain(far_1, labels)
+    assert weighted(far_2, labels) < plain(far_2, labels)
+
+
 def test_rare_shared_label_weighs_more() -> None:
     # image 0: {common, rare}; image 1 shares the rare label, image 2 the common one
     labels = torch.tensor(
@@ -133,12 +147,8 @@ def test_rare_shared_label_weighs_more() -> None:
     assert w_plain[0, 1] == w_plain[0, 2] == 1
     assert w_rare[0, 1] > w_rare[0, 2]
     assert w_rare[0, 3] == 0
-    # more weight on the rare-label positive: the loss grows when that positive
-    # is the far one, and shrinks when it is the near one
-    far_rare = _features(far=1)
-    far_common = _features(far=2)
-    assert weighted(far_rare, labels) > plain(far_rare, labels)
-    assert weighted(far_common, labels) < plain(far_common, labels)
+    # more weight on the rare-label positive
+    _assert_image_1_weighs_more(weighted, plain, labels)
 
 
 def test_larger_overlap_weighs_more_with_beta() -> None:
@@ -153,10 +163,7 @@ def test_larger_overlap_weighs_more_with_beta() -> None:
     assert weights[0, 1] == pytest.approx(1 / 3)
     assert weights[0, 2] == pytest.approx(1 / 5)
     assert weights[0, 0] == 1
-    far_big = _features(far=1)
-    far_small = _features(far=2)
-    assert graded(far_big, labels) > plain(far_big, labels)
-    assert graded(far_small, labels) < plain(far_small, labels)
+    _assert_image_1_weighs_more(graded, plain, labels)
 
 
 def test_larger_overlap_gives_smaller_temperature() -> None:
@@ -354,3 +361,10 @@ def test_balanced_without_rarity_is_mulsupcon_for_equal_label_counts(
     got = MACLLoss(**balanced)(features, labels)
     expected = MulSupConLoss(temperature=0.2)(features, labels)
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+
+
+def test_tau0_is_the_base_temperature() -> None:
+    loss = MACLLoss(tau0=0.2)
+    assert loss.tau0 == loss.temperature == 0.2
+    with pytest.raises(ValueError, match='MACLLoss: temperatures'):
+        MACLLoss(tau0=0.0)

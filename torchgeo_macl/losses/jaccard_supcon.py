@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from .utils import (
-    ContrastiveLossBase,
-    LabelFrequencies,
-    _Batch,
-    _label_overlap,
-    _weighted_supcon,
-    check_temperature,
-)
+from .base import ContrastiveBatch, LabelFrequencies
+from .registry import register_loss
+from .utils import label_overlap
+from .weighted_supcon import PairTerms, WeightedSupConLoss
 
 __all__ = ('JaccardSupConLoss',)
 
 
-class JaccardSupConLoss(ContrastiveLossBase):
+@register_loss('jaccard_supcon')
+class JaccardSupConLoss(WeightedSupConLoss):
     r"""Supervised contrastive loss whose positives are weighted by label overlap.
 
     The multi-label SupCon variant often called MultiSupCon: a pair of images is
@@ -45,8 +40,9 @@ class JaccardSupConLoss(ContrastiveLossBase):
         *,
         label_frequencies: LabelFrequencies | None = None,
         gather_distributed: bool = False,
+        validate_args: bool = True,
     ) -> None:
-        """Initialise the loss.
+        """Initialise a Jaccard-weighted SupCon loss.
 
         Args:
             temperature: Softmax temperature ``tau`` (> 0).
@@ -55,21 +51,24 @@ class JaccardSupConLoss(ContrastiveLossBase):
             label_frequencies: Optional label frequencies of the training split;
                 only used to check the width of the labels.
             gather_distributed: Compute the loss on the batch gathered from every
-                rank (see :mod:`torchgeo_macl.losses.utils`).
+                rank (see :mod:`torchgeo_macl.losses.base`).
+            validate_args: Check the values of the inputs on every call (see
+                :class:`~torchgeo_macl.losses.ContrastiveLossBase`).
 
         Raises:
             ValueError: If ``temperature`` or ``threshold`` is out of range.
         """
         super().__init__(
-            label_frequencies=label_frequencies, gather_distributed=gather_distributed
+            temperature,
+            label_frequencies=label_frequencies,
+            gather_distributed=gather_distributed,
+            validate_args=validate_args,
         )
         if not 0 <= threshold <= 1:
             raise ValueError(f'threshold must lie in [0, 1], got {threshold}')
-        self.temperature = check_temperature(temperature)
         self.threshold = float(threshold)
 
-    def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
-        overlap, jaccard = _label_overlap(batch.y, batch.y_all, batch.own)
+    def _pair_terms(self, batch: ContrastiveBatch) -> PairTerms:
+        overlap, jaccard = label_overlap(batch.y, batch.y_all, batch.own)
         positive = ((overlap > 0) & (jaccard >= self.threshold)) | batch.own
-        weights = jaccard * positive
-        return _weighted_supcon(batch, weights, 1 / self.temperature)
+        return PairTerms(jaccard * positive, 1 / self.temperature)

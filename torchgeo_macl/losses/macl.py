@@ -7,13 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from .utils import (
-    ContrastiveLossBase,
-    LabelFrequencies,
-    _Batch,
-    _label_overlap,
-    _weighted_supcon,
-)
+from .base import ContrastiveBatch, LabelFrequencies
+from .registry import register_loss
+from .utils import label_overlap
+from .weighted_supcon import PairTerms, WeightedSupConLoss
 
 __all__ = ('MACLLoss',)
 
@@ -23,7 +20,8 @@ PAIR_WEIGHTINGS = ('mean', 'sum', 'balanced')
 TEMPERATURE_MODES = ('pair', 'row')
 
 
-class MACLLoss(ContrastiveLossBase):
+@register_loss('macl')
+class MACLLoss(WeightedSupConLoss):
     r"""Multi-label adaptive contrastive loss (MACL).
 
     MACL (Amir & Aptoula, "Multi-Label Adaptive Contrastive Learning", arXiv
@@ -106,7 +104,7 @@ class MACLLoss(ContrastiveLossBase):
     similar images apart.
 
     Call it as ``loss(features [B, V, D], labels [B, C])``; see
-    :mod:`torchgeo_macl.losses.utils` for normalisation, precision and the
+    :mod:`torchgeo_macl.losses.base` for normalisation, precision and the
     distributed semantics.
     """
 
@@ -127,6 +125,7 @@ class MACLLoss(ContrastiveLossBase):
         anchor_alpha: float = 0.0,
         temperature_mode: str = 'pair',
         gather_distributed: bool = False,
+        validate_args: bool = True,
     ) -> None:
         """Initialise the loss.
 
@@ -165,15 +164,14 @@ class MACLLoss(ContrastiveLossBase):
                 the anchor's mean Jaccard index with the other images of the
                 batch, so that the temperature is uniform within an anchor's row.
             gather_distributed: Compute the loss on the batch gathered from every
-                rank (see :mod:`torchgeo_macl.losses.utils`).
+                rank (see :mod:`torchgeo_macl.losses.base`).
+            validate_args: Check the values of the inputs on every call (see
+                :class:`~torchgeo_macl.losses.ContrastiveLossBase`).
 
         Raises:
             ValueError: If a parameter is out of range, ``tau0`` is not within
                 ``[tau_min, tau_max]``, or ``label_frequencies`` is invalid.
         """
-        super().__init__(
-            label_frequencies=label_frequencies, gather_distributed=gather_distributed
-        )
         values = {
             'alpha': alpha,
             'w_max': w_max,
@@ -220,10 +218,15 @@ class MACLLoss(ContrastiveLossBase):
                     }.items()
                 )
                 raise ValueError(f'MACLLoss: {message}; got {shown}')
+        super().__init__(
+            tau0,
+            label_frequencies=label_frequencies,
+            gather_distributed=gather_distributed,
+            validate_args=validate_args,
+        )
         self.alpha = float(alpha)
         self.w_max = float(w_max)
         self.beta = float(beta)
-        self.tau0 = float(tau0)
         self.gamma_j = float(gamma_j)
         self.gamma_rho = float(gamma_rho)
         self.tau_min = float(tau_min)
@@ -232,6 +235,11 @@ class MACLLoss(ContrastiveLossBase):
         self.pair_weighting = pair_weighting
         self.anchor_alpha = float(anchor_alpha)
         self.temperature_mode = temperature_mode
+
+    @property
+    def tau0(self) -> float:
+        """Base temperature: the temperature of every pair without the dynamic one."""
+        return self.temperature
 
     def _frequencies(self) -> Tensor:
         if self.label_frequencies is None:
@@ -289,9 +297,8 @@ class MACLLoss(ContrastiveLossBase):
         """
         log_f = self._frequencies().log()
         spread = log_f.max() - log_f.min()
-        if spread <= 0:
-            return torch.zeros_like(log_f)
-        return (log_f.max() - log_f) / spread
+        # equal frequencies: the numerator is 0 everywhere; no branch on a device value
+        return (log_f.max() - log_f) / torch.where(spread > 0, spread, 1.0)
 
     def _balanced(
         self, y: Tensor, y_all: Tensor, positive: Tensor, own: Tensor, views: int
@@ -322,7 +329,7 @@ class MACLLoss(ContrastiveLossBase):
         omega = share @ y_all.T
         return torch.where(own & (y.sum(1) == 0)[:, None], 1.0, omega)
 
-    def _pair_terms(
+    def _image_pair_terms(
         self, y: Tensor, y_all: Tensor, own: Tensor, views: int = 2
     ) -> tuple[Tensor, Tensor | float]:
         """Positive weights and inverse temperatures of the image pairs.
@@ -339,7 +346,7 @@ class MACLLoss(ContrastiveLossBase):
             temperature is off).
         """
         dtype, device = y.dtype, y.device
-        overlap, jaccard = _label_overlap(y, y_all, own)
+        overlap, jaccard = label_overlap(y, y_all, own)
         positive = own | (overlap > 0)
         if self.kappa > 0:
             positive = positive & ((jaccard >= self.kappa) | own)
@@ -391,17 +398,18 @@ class MACLLoss(ContrastiveLossBase):
                 needed and unknown.
         """
         labels = torch.as_tensor(labels)
-        self._check(torch.zeros(labels.shape[0], 1, 1, dtype=torch.float64), labels)
+        features = torch.zeros(labels.shape[0], 1, 1, dtype=torch.float64)
+        self._check(features, labels, values=True)
         y = labels.detach().to('cpu', torch.float64)
         own = torch.eye(y.shape[0], dtype=torch.bool)
-        weights, inv_temp = self._pair_terms(y, y, own, views)
+        weights, inv_temp = self._image_pair_terms(y, y, own, views)
         return weights, (1 / torch.as_tensor(inv_temp, dtype=torch.float64)).expand_as(
             weights
         )
 
-    def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
-        weights, inv_temp = self._pair_terms(
-            batch.y, batch.y_all, batch.own, batch.z.shape[1]
+    def _pair_terms(self, batch: ContrastiveBatch) -> PairTerms:
+        weights, inv_temp = self._image_pair_terms(
+            batch.y, batch.y_all, batch.own, batch.views
         )
         anchors = self.anchor_weights(batch.y) if self.anchor_alpha > 0 else None
-        return _weighted_supcon(batch, weights, inv_temp, anchors)
+        return PairTerms(weights, inv_temp, anchors)

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from .utils import (
-    ContrastiveLossBase,
-    LabelFrequencies,
-    _Batch,
-    _masked_logsumexp,
-    _positive_logit_sum,
-    check_temperature,
-)
+from .base import ContrastiveBatch
+from .registry import register_loss
+from .weighted_supcon import PairTerms, WeightedSupConLoss
 
 __all__ = ('MulSupConLoss',)
 
 
-class MulSupConLoss(ContrastiveLossBase):
+@register_loss('mulsupcon')
+class MulSupConLoss(WeightedSupConLoss):
     r"""MulSupCon: every (view, label) pair is its own anchor.
 
     Zhang & Wu, "Multi-Label Supervised Contrastive Learning", AAAI 2024
@@ -39,50 +34,24 @@ class MulSupConLoss(ContrastiveLossBase):
     and the loss is the mean of :math:`\ell_{ic}` over all anchors ``(i, c)`` with
     :math:`|P_c(i)| \ge 1` (the authors' default, unweighted, reduction; an image
     with no labels contributes no anchor). Since the denominator does not depend on
-    ``c``, :math:`\sum_c \ell_{ic} = n_i \mathrm{LSE}_i - \sum_p M_{ip} s_{ip}/\tau`
-    with :math:`M = (y / |P|)\, y^\top`, a label-summed ``[B, B]`` matrix product: no
-    per-label ``N x N`` (let alone ``C x N x N``) tensor is built.
+    ``c``, the anchors of one view add up to a weighted SupCon anchor:
+    :math:`\sum_c \ell_{ic} = n_i \ell_i` with :math:`n_i` the labels of ``i`` that
+    have a positive and :math:`\ell_i` the loss of
+    :class:`~torchgeo_macl.losses.WeightedSupConLoss` with the pair weights
+    :math:`M = (y / |P|)\, y^\top` (a label-summed ``[B, B]`` matrix product, whose
+    row sums over the positive views are :math:`n_i`) and the anchor weights
+    :math:`n_i`. No per-label ``N x N`` (let alone ``C x N x N``) tensor is built.
 
-    Call it as ``loss(features [B, V, D], labels [B, C])``.
+    It takes the arguments of :class:`~torchgeo_macl.losses.ContrastiveLossBase`
+    (``temperature`` :math:`\tau`, default 0.1, the authors' default). Call it as
+    ``loss(features [B, V, D], labels [B, C])``.
     """
 
-    def __init__(
-        self,
-        temperature: float = 0.1,
-        *,
-        label_frequencies: LabelFrequencies | None = None,
-        gather_distributed: bool = False,
-    ) -> None:
-        """Initialise the loss.
-
-        Args:
-            temperature: Softmax temperature ``tau`` (> 0); 0.1 is the
-                authors' default.
-            label_frequencies: Optional label frequencies of the training split;
-                only used to check the width of the labels.
-            gather_distributed: Compute the loss on the batch gathered from every
-                rank (see :mod:`torchgeo_macl.losses.utils`).
-
-        Raises:
-            ValueError: If ``temperature`` is not positive.
-        """
-        super().__init__(
-            label_frequencies=label_frequencies, gather_distributed=gather_distributed
-        )
-        self.temperature = check_temperature(temperature)
-
-    def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
-        views = batch.z.shape[1]
+    def _pair_terms(self, batch: ContrastiveBatch) -> PairTerms:
         # positives of an anchor carrying c: every view carrying c except itself
-        n_pos = views * batch.y_all.sum(0) - 1
+        n_pos = batch.views * batch.y_all.sum(0) - 1
         valid = (batch.y > 0) & (n_pos >= 1)[None, :]
         inv_count = torch.where(valid, 1 / n_pos.clamp_min(1), 0.0)
         weights = inv_count @ batch.y_all.T
-        n_anchors = valid.sum(1)
-        inv_temp = 1 / self.temperature
-        lse = _masked_logsumexp(batch, inv_temp)
-        pos = _positive_logit_sum(batch, weights, inv_temp)
-        per_view = torch.where(
-            n_anchors[:, None] > 0, n_anchors[:, None] * lse - pos, 0.0
-        )
-        return per_view.sum(), n_anchors.sum() * views
+        n_anchors = valid.sum(1).to(weights.dtype)
+        return PairTerms(weights, 1 / self.temperature, n_anchors)

@@ -6,17 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .utils import (
-    ContrastiveLossBase,
-    LabelFrequencies,
-    _Batch,
-    _masked_logsumexp,
-    check_temperature,
-)
+from .base import ContrastiveBatch, ContrastiveLossBase
+from .registry import register_loss
+from .utils import masked_logsumexp
 
 __all__ = ('NTXentLoss',)
 
 
+@register_loss('ntxent')
 class NTXentLoss(ContrastiveLossBase):
     r"""Normalised temperature-scaled cross entropy (NT-Xent) of SimCLR.
 
@@ -35,40 +32,20 @@ class NTXentLoss(ContrastiveLossBase):
     when ``V = 1``). For ``V = 2`` this is SimCLR's loss; for any ``V`` it equals
     pytorch-metric-learning's ``NTXentLoss`` with the image index as label.
 
-    Call it as ``loss(features [B, V, D], labels [B, C])``.
+    It takes the arguments of :class:`~torchgeo_macl.losses.ContrastiveLossBase`
+    (``temperature`` :math:`\tau`, default 0.1). Call it as ``loss(features [B, V,
+    D], labels [B, C])``.
     """
 
-    def __init__(
-        self,
-        temperature: float = 0.1,
-        *,
-        label_frequencies: LabelFrequencies | None = None,
-        gather_distributed: bool = False,
-    ) -> None:
-        """Initialise the loss.
+    uses_labels = False
 
-        Args:
-            temperature: Softmax temperature ``tau`` (> 0).
-            label_frequencies: Optional label frequencies of the training split;
-                only used to check the width of the labels.
-            gather_distributed: Compute the loss on the batch gathered from every
-                rank (see :mod:`torchgeo_macl.losses.utils`).
-
-        Raises:
-            ValueError: If ``temperature`` is not positive.
-        """
-        super().__init__(
-            label_frequencies=label_frequencies, gather_distributed=gather_distributed
-        )
-        self.temperature = check_temperature(temperature)
-
-    def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
+    def _loss_terms(self, batch: ContrastiveBatch) -> tuple[Tensor, Tensor]:
         b, views, _ = batch.z.shape
         inv_temp = 1 / self.temperature
-        negatives = _masked_logsumexp(batch, inv_temp, exclude_own_image=True)
+        negatives = masked_logsumexp(batch, inv_temp, exclude_own_image=True)
         positives = torch.bmm(batch.z * inv_temp, batch.z.transpose(1, 2))
         # -log(e^p / (e^p + e^n)) = softplus(n - p)
         pair = F.softplus(negatives[:, :, None] - positives)
         off_diagonal = ~torch.eye(views, dtype=torch.bool, device=pair.device)
         total = torch.where(off_diagonal, pair, 0.0).sum()
-        return total, torch.tensor(b * views * (views - 1), device=pair.device)
+        return total, torch.full((), b * views * (views - 1), device=pair.device)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from .utils import (
-    ContrastiveLossBase,
-    LabelFrequencies,
-    _Batch,
-    _label_overlap,
-    _weighted_supcon,
-    check_temperature,
-)
+from .base import ContrastiveBatch
+from .registry import register_loss
+from .utils import label_overlap
+from .weighted_supcon import PairTerms, WeightedSupConLoss
 
 __all__ = ('SupConLoss',)
 
 
-class SupConLoss(ContrastiveLossBase):
+@register_loss('supcon')
+class SupConLoss(WeightedSupConLoss):
     r"""Supervised contrastive loss (SupCon) with any-overlap positives.
 
     Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
@@ -35,36 +30,13 @@ class SupConLoss(ContrastiveLossBase):
     anchors with at least one positive (zero when there is none). With one-hot
     labels this equals pytorch-metric-learning's ``SupConLoss``.
 
-    Call it as ``loss(features [B, V, D], labels [B, C])``; see
-    :mod:`torchgeo_macl.losses.utils` for normalisation, precision and the
-    distributed semantics.
+    It takes the arguments of :class:`~torchgeo_macl.losses.ContrastiveLossBase`
+    (``temperature`` :math:`\tau`, default 0.1). Call it as ``loss(features [B, V,
+    D], labels [B, C])``; see :mod:`torchgeo_macl.losses.base` for normalisation,
+    precision and the distributed semantics.
     """
 
-    def __init__(
-        self,
-        temperature: float = 0.1,
-        *,
-        label_frequencies: LabelFrequencies | None = None,
-        gather_distributed: bool = False,
-    ) -> None:
-        """Initialise the loss.
-
-        Args:
-            temperature: Softmax temperature ``tau`` (> 0).
-            label_frequencies: Optional label frequencies of the training split;
-                only used to check the width of the labels.
-            gather_distributed: Compute the loss on the batch gathered from every
-                rank (see :mod:`torchgeo_macl.losses.utils`).
-
-        Raises:
-            ValueError: If ``temperature`` is not positive.
-        """
-        super().__init__(
-            label_frequencies=label_frequencies, gather_distributed=gather_distributed
-        )
-        self.temperature = check_temperature(temperature)
-
-    def _loss_terms(self, batch: _Batch) -> tuple[Tensor, Tensor]:
-        overlap, _ = _label_overlap(batch.y, batch.y_all, batch.own)
+    def _pair_terms(self, batch: ContrastiveBatch) -> PairTerms:
+        overlap, _ = label_overlap(batch.y, batch.y_all, batch.own)
         positive = (overlap > 0) | batch.own
-        return _weighted_supcon(batch, positive.to(batch.z.dtype), 1 / self.temperature)
+        return PairTerms(positive.to(batch.z.dtype), 1 / self.temperature)

@@ -34,13 +34,14 @@ from torchgeo_macl._compat import (
     load_state_dict,
 )
 from torchgeo_macl.datamodules.spec import RetrievalDataSpec
-from torchgeo_macl.losses import LOSSES, get_loss
+from torchgeo_macl.losses import LOSSES, ContrastiveLossBase, get_loss
 from torchgeo_macl.metrics import RetrievalMetrics
 from torchgeo_macl.transforms import ContrastiveViews, labels_from_masks
 from torchgeo_macl.transforms.preprocess import normalize, resize
 
-#: Loss names accepted by :class:`RetrievalTask` (``bce`` is the classifier baseline).
-LOSS_NAMES = ('macl', 'supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent', 'bce')
+#: Loss names accepted by :class:`RetrievalTask`: the registered losses, the default
+#: first, and ``bce``, the classifier baseline.
+LOSS_NAMES = ('macl', *sorted(LOSSES.keys() - {'macl'}), 'bce')
 
 
 #: Length of the cosine schedule when the trainer sets no epoch limit (``max_steps``).
@@ -296,10 +297,11 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             num_classes: Number of labels; None takes it from the datamodule.
             embed_dim: Dimension of the retrieval embedding.
             proj_hidden_dim: Hidden width of the projection head.
-            loss: One of ``macl``, ``supcon``, ``jaccard_supcon``, ``mulsupcon``,
-                ``ntxent``, ``bce``.
+            loss: A name of :data:`LOSS_NAMES`: a loss registered in
+                :mod:`torchgeo_macl.losses`, or ``bce``.
             loss_kwargs: Keyword arguments of the loss (see
-                :func:`torchgeo_macl.losses.get_loss`).
+                :func:`torchgeo_macl.losses.get_loss`); ``validate_args`` is False
+                unless given, so that the loss never waits for the device.
             image_size: Side of the training views; None keeps the batch's size.
             crop_scale: Area range of the random resized crop.
             hflip: Random horizontal flips.
@@ -479,9 +481,9 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         if hp['loss'] == 'bce':
             if kwargs:
                 raise ValueError(f'the bce loss takes no loss_kwargs, got {kwargs}')
-            self.criterion: nn.Module | None = None
+            self.criterion: ContrastiveLossBase | None = None
         else:
-            self.criterion = get_loss(hp['loss'], **kwargs)
+            self.criterion = get_loss(hp['loss'], **{'validate_args': False, **kwargs})
 
     def configure_metrics(self) -> None:
         """Build the retrieval metrics of validation and test."""
@@ -679,7 +681,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             logits = self.classifier(z)
             loss = F.binary_cross_entropy_with_logits(logits, view_labels.float())
         else:
-            if hp['mask_aware_views'] and hp['loss'] != 'ntxent':
+            if hp['mask_aware_views'] and self.criterion.uses_labels:
                 # every view is an item of its own, labelled by its own crop: two views
                 # of one image are positives when their cropped labels overlap
                 loss = self.criterion(z.unsqueeze(1), view_labels)
