@@ -1,8 +1,8 @@
 """Run the experiment grid: datasets x losses x ablations x seeds.
 
 Every run is configured by two YAML files, ``configs/<dataset>/base.yaml`` (the
-protocol shared by every loss on that dataset) and ``configs/<dataset>/<loss>.yaml``
-(only ``model.init_args.loss`` and ``loss_kwargs``), merged in that order (mappings
+protocol shared by every loss on that dataset) and ``configs/losses/<loss>.yaml``
+(only ``model.init_args.loss`` and ``loss_kwargs``, shared by every dataset), merged in that order (mappings
 key by key, anything else replaced), then the ablation's overrides, the seed
 (``seed_everything`` and the sampler's ``data.init_args.seed``; the data split stays
 fixed by ``split_seed``) and the command-line overrides. The merged configuration is
@@ -211,13 +211,15 @@ class Run:
 
         Args:
             config_dir: Directory holding ``<dataset>/base.yaml`` and
-                ``<dataset>/<loss>.yaml``.
+                ``losses/<loss>.yaml``.
 
         Returns:
             The base file and the loss file.
         """
-        folder = config_dir / self.dataset
-        return [folder / 'base.yaml', folder / f'{self.loss}.yaml']
+        return [
+            config_dir / self.dataset / 'base.yaml',
+            config_dir / 'losses' / f'{self.loss}.yaml',
+        ]
 
 
 @dataclass
