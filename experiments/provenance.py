@@ -1,18 +1,20 @@
 """Where a result comes from, and how result files are written.
 
 Paths are recorded relative to the repository root, package versions next to every
-result, and every file is written whole through a temporary file and
-:func:`os.replace`, so a reader never sees half of one.
+result, and every file (results, tables, figures) is written whole through a
+temporary file and :func:`os.replace`, so a reader never sees half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,23 +67,39 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary file next to ``path`` that replaces it when the block succeeds.
+
+    Args:
+        path: Destination (its folder is created).
+
+    Yields:
+        The temporary file to write (same suffix as ``path``); it is removed when
+        the block raises.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f'.{path.name}.', suffix=path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and :func:`os.replace`.
+    """Write a text file through :func:`replaced_atomically`.
 
     Args:
         path: Destination (its folder is created).
         text: Content, written as it is (no newline translation).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text, encoding='utf-8', newline='')
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
