@@ -198,6 +198,10 @@ def execute(run: Run, current: RunConfig, options: Options, tag: str) -> str:
 
 
 # --------------------------------------------------------------------- command line
+def _yaml(text: str) -> Any:
+    return parse_assignment(f'value={text}')[1]
+
+
 def _number(text: str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() and '.' not in text else value
@@ -267,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f'trainer.limit_{split}_batches (a count or a fraction)',
         )
     add('--accelerator', help='trainer.accelerator (cpu, gpu, auto)')
-    add('--devices', type=lambda s: parse_assignment(f'd={s}')[1], help='devices')
+    add('--devices', type=_yaml, help='trainer.devices (a count, a list, auto)')
     add('--configs', type=Path, default=CONFIG_DIR, help='configs directory')
     add('--results', type=Path, default=RESULTS_DIR, help='results directory')
     add(
@@ -282,12 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=SYNTHETIC_ARCHIVE['image_size'],
         help='image side of the synthetic archive when it has to be written',
     )
-    add('--dry-run', action='store_true', help='list the plan and run nothing')
-    add(
-        '--fresh',
-        action='store_true',
-        help='start crashed runs over instead of resuming from their last.ckpt',
-    )
     add(
         '--test-checkpoint',
         choices=('best', 'last'),
@@ -295,17 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
         help='test the checkpoint with the best monitored validation metric, or '
         'the final weights',
     )
-    add(
-        '--keep-checkpoints',
-        action='store_true',
-        help='keep the checkpoints of finished runs',
-    )
-    add('--stop-on-error', action='store_true', help='stop at the first failed run')
-    add(
-        '--quiet',
-        action='store_true',
-        help="hide Lightning's progress bars and model summaries",
-    )
+    for flag, text in (
+        ('--dry-run', 'list the plan and run nothing'),
+        ('--fresh', 'start crashed runs over instead of resuming from their last.ckpt'),
+        ('--keep-checkpoints', 'keep the checkpoints of finished runs'),
+        ('--stop-on-error', 'stop at the first failed run'),
+        ('--quiet', "hide Lightning's progress bars and model summaries"),
+    ):
+        add(flag, action='store_true', help=text)
     return parser
 
 
