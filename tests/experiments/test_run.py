@@ -589,6 +589,9 @@ def test_tiny_end_to_end_run(
     }
     assert record['checkpoint'] is not None
     assert not list(run_dir.rglob('*.ckpt'))
+    # one configuration file per run (hparams.yaml is the logger's, not a config)
+    configs = [p.name for p in run_dir.rglob('*.yaml') if p.name != 'hparams.yaml']
+    assert configs == ['run_config.yaml']
     out = capsys.readouterr().out
     assert 'synthetic/macl/seed0: done in' in out
 
