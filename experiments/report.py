@@ -23,7 +23,7 @@ Reads every ``metrics.json`` under a results directory (written by
   over the seeds as error bars.
 
 Metrics are shown in percent except ACG and WAP (numbers of shared labels). Rows are
-ordered by loss (as in ``run.py``) then ablation; the output depends only on the
+ordered by loss (as in ``grid.py``) then ablation; the output depends only on the
 input files.
 
 Example::
@@ -44,23 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grid import ABLATIONS, LOSSES, RESULTS_DIR, method_name, split_method
 from torchgeo_macl._io import atomic_save_figure, atomic_write_text
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = EXPERIMENTS_DIR / 'results'
-
-#: Loss order of the tables (the losses of ``run.py``); others follow by name.
-LOSS_ORDER = ('macl', 'supcon', 'jaccard_supcon', 'mulsupcon', 'ntxent', 'bce')
-#: Ablation order of the tables (the built-in ablations of ``run.py``).
-ABLATION_ORDER = (
-    'full',
-    'no_pair_reweighting',
-    'no_anchor_weighting',
-    'no_dynamic_temperature',
-    'no_graded_overlap',
-    'no_label_aware_sampling',
-    'no_mask_aware_views',
-)
 #: Metric columns, as ``<name>@k``.
 DEFAULT_METRICS = ('mAP', 'NDCG', 'WAP', 'ACG', 'P', 'rare_mAP', 'mAP_jaccard')
 #: Metrics shown as they are, not in percent: ACG and WAP count shared labels.
@@ -162,9 +148,8 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise TypeError(f'{path} does not hold a JSON object')
         if 'method' not in record and 'loss' in record:
-            ablation = record.get('ablation') or 'full'
-            record['method'] = (
-                record['loss'] if ablation == 'full' else f'{record["loss"]}+{ablation}'
+            record['method'] = method_name(
+                record['loss'], record.get('ablation') or 'full'
             )
         missing = [
             k for k in ('dataset', 'method', 'seed', 'metrics') if k not in record
@@ -173,9 +158,9 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
             raise ValueError(f'{path} lacks {", ".join(missing)}')
         if not isinstance(record['metrics'], dict):
             raise TypeError(f'{path}: "metrics" must be an object')
-        loss, _, ablation = str(record['method']).partition('+')
+        loss, ablation = split_method(str(record['method']))
         record.setdefault('loss', loss)
-        record.setdefault('ablation', ablation or 'full')
+        record.setdefault('ablation', ablation)
         key = (str(record['dataset']), str(record['method']), int(record['seed']))
         if key in seen:
             raise ValueError(
@@ -195,12 +180,10 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def _method_key(loss: str, ablation: str) -> tuple[int, str, int, str]:
-    li = LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER)
-    ai = (
-        ABLATION_ORDER.index(ablation)
-        if ablation in ABLATION_ORDER
-        else len(ABLATION_ORDER)
-    )
+    """Table order: the grid's losses and ablations first, others by name."""
+    ablations = list(ABLATIONS)
+    li = LOSSES.index(loss) if loss in LOSSES else len(LOSSES)
+    ai = ablations.index(ablation) if ablation in ablations else len(ablations)
     return li, loss, ai, ablation
 
 

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / 'experiments'
+# the scripts import their sibling modules, as they do when run from the command line
+if str(EXPERIMENTS) not in sys.path:
+    sys.path.insert(0, str(EXPERIMENTS))
 
 
 def _load(name: str) -> ModuleType:
