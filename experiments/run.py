@@ -204,7 +204,7 @@ def _number(text: str) -> int | float:
 
 #: Options of this script that set a configuration key, and the keys they set.
 _SHORTCUTS = {
-    'max_epochs': ('trainer.max_epochs', 'model.init_args.max_epochs'),
+    'max_epochs': ('trainer.max_epochs',),
     'limit_train_batches': ('trainer.limit_train_batches',),
     'limit_val_batches': ('trainer.limit_val_batches',),
     'limit_test_batches': ('trainer.limit_test_batches',),

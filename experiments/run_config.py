@@ -205,6 +205,14 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
         k: v for k, v in config.get('trainer', {}).items() if k not in DISPLAY_KEYS
     }
     config = {**config, 'trainer': trainer}
+    model = config.get('model')
+    if isinstance(model, dict) and isinstance(model.get('init_args'), dict):
+        # the task's deprecated max_epochs, equal to the trainer's, is the default
+        # schedule length: the same run as without it
+        args = model['init_args']
+        if args.get('max_epochs') == trainer.get('max_epochs'):
+            args = {**args, 'max_epochs': None}
+        config = {**config, 'model': {**model, 'init_args': args}}
     run_dir = trainer.get('default_root_dir')
     return replace_prefix(config, str(run_dir), '<run_dir>') if run_dir else config
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from per_label import make_collector, per_label
 from provenance import display_path
 from run_config import lightning_cli
 
@@ -30,6 +30,26 @@ def _label_info(datamodule: Any) -> tuple[list[str] | None, list[float] | None]:
 
         freq_list = [float(x) for x in torch.as_tensor(freqs).flatten().tolist()]
     return (None if names is None else [str(n) for n in names]), freq_list
+
+
+def _per_label(results: Mapping[str, Any], ks: Iterable[int]) -> dict[str, Any]:
+    """Per-label AP@k of the test ranking, for each k within the database size."""
+    if 'num_database' not in results:
+        return {}
+    size = int(results['num_database'])
+    out: dict[str, Any] = {
+        f'per_label_AP@{k}': [float(x) for x in results[f'AP_label@{k}'].tolist()]
+        for k in ks
+        if k <= size
+    }
+    if not out:
+        return {}
+    out['num_queries'] = int(results['num_queries'])
+    out['num_database'] = size
+    out['database_label_frequencies'] = [
+        float(x) for x in results['database_label_frequency'].tolist()
+    ]
+    return out
 
 
 def _device_name(trainer: Any) -> str:
@@ -67,8 +87,6 @@ def run_one(
     """
     cli = lightning_cli(['--config', str(config_path)])
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    collector = make_collector()
-    trainer.callbacks.append(collector)
 
     start = time.perf_counter()
     trainer.fit(
@@ -96,7 +114,7 @@ def run_one(
     names, freqs = _label_info(datamodule)
     ks = [int(k) for k in model.hparams.get('ks', (10, 20, 50, 100))]
     record: dict[str, Any] = {'metrics': metrics}
-    record.update(per_label(collector, ks, metrics))
+    record.update(_per_label(model.test_results, ks))
     if names is not None:
         record['label_names'] = names
     if freqs is not None:
