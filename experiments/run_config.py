@@ -76,36 +76,12 @@ def lightning_cli(args: Sequence[str], instantiate: bool = True) -> Any:
     Raises:
         argparse.ArgumentError: If an argument or a config file is not valid.
     """
-    from lightning.pytorch.cli import LightningCLI
-    from torchgeo.datamodules import BaseDataModule
-
-    from torchgeo_macl._compat import BaseTask
+    from torchgeo_macl.main import lightning_cli as torchgeo_macl_cli
 
     _load_plugins()
-
-    class _CLI(LightningCLI):
-        def _set_seed(self) -> None:
-            if instantiate:
-                super()._set_seed()
-
-        def instantiate_classes(self) -> None:
-            if instantiate:
-                super().instantiate_classes()
-
-    with warnings.catch_warnings():
-        # the arguments are the run's own, not run.py's command line
-        warnings.filterwarnings('ignore', message=".*LightningCLI's args parameter")
-        return _CLI(
-            model_class=BaseTask,
-            datamodule_class=BaseDataModule,
-            seed_everything_default=0,
-            parser_kwargs={'exit_on_error': False},
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=None,
-            run=False,
-            args=list(args),
-        )
+    return torchgeo_macl_cli(
+        args, run=False, instantiate=instantiate, save_config=False
+    )
 
 
 def cli_value(value: Any) -> str:

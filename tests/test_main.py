@@ -474,14 +474,14 @@ def test_lightning_fault_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) ->
     def broken(args: list[str], on_instantiated: Callable[[], None]) -> None:
         raise ValueError('wrapped') from TypeError('a bug')
 
-    monkeypatch.setattr(cli, '_lightning_cli', broken)
+    monkeypatch.setattr(cli, 'lightning_cli', broken)
     monkeypatch.setattr(cli, 'load_plugins', list)
     assert main(['fit']) == 1  # a ValueError raised outside jsonargparse is reported
 
     def assertion(args: list[str], on_instantiated: Callable[[], None]) -> None:
         raise AssertionError('a bug')
 
-    monkeypatch.setattr(cli, '_lightning_cli', assertion)
+    monkeypatch.setattr(cli, 'lightning_cli', assertion)
     with pytest.raises(AssertionError):
         main(['fit'])
 

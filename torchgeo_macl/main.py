@@ -790,14 +790,38 @@ def _user_error(
     return reported if isinstance(reported, classes) else None
 
 
-def _lightning_cli(args: list[str], on_instantiated: Callable[[], None]) -> None:
-    """Run TorchGeo's LightningCLI, set up as :func:`torchgeo.main.main` does.
+def lightning_cli(
+    args: Sequence[str],
+    *,
+    run: bool = True,
+    instantiate: bool = True,
+    save_config: bool = True,
+    on_instantiated: Callable[[], None] | None = None,
+) -> Any:
+    """TorchGeo's LightningCLI, set up as :func:`torchgeo.main.main` does.
 
-    Its parser raises usage errors (it does not print them and exit).
+    The model and datamodule are subclasses of TorchGeo's task and datamodule bases
+    given by ``class_path`` (bare names of TorchGeo's and of plugin classes resolve
+    once the plugins are loaded). The parser raises usage errors instead of
+    printing them and exiting. ``torchgeo-macl fit|validate|test|predict`` and the
+    experiment runner both build their runs here.
 
     Args:
-        args: The subcommand and its arguments.
+        args: With ``run``: the subcommand and its arguments; without: the
+            arguments only (``--config FILE``, ``--KEY=VALUE``).
+        run: Run the subcommand (else only build the classes).
+        instantiate: Build the trainer, model and datamodule and seed the run;
+            False only parses (only without ``run``).
+        save_config: Save the configuration into the log folder, as LightningCLI
+            does.
         on_instantiated: Called once the model, datamodule and trainer exist.
+
+    Returns:
+        The :class:`~lightning.pytorch.cli.LightningCLI`.
+
+    Raises:
+        argparse.ArgumentError: If an argument or a configuration is not valid.
+        ValueError: If ``instantiate`` is False with ``run``.
     """
     import importlib
     import importlib.util
@@ -809,6 +833,8 @@ def _lightning_cli(args: list[str], on_instantiated: Callable[[], None]) -> None
 
     from torchgeo_macl._compat import BaseTask
 
+    if run and not instantiate:
+        raise ValueError('a LightningCLI that runs must instantiate its classes')
     # bare class names of torchgeo's datamodules, tasks and profilers in configs, as
     # torchgeo.main imports them (torchgeo.tasks and torchgeo.profilers since 0.10)
     for name in ('datamodules', 'tasks', 'trainers', 'profilers'):
@@ -819,27 +845,42 @@ def _lightning_cli(args: list[str], on_instantiated: Callable[[], None]) -> None
         def parse_arguments(
             self, parser: LightningArgumentParser, args: ArgsType
         ) -> None:
-            # the arguments are the command line's own: no mix-up to warn about
+            # the arguments are given explicitly: no mix-up to warn about
             with warnings.catch_warnings():
                 warnings.filterwarnings(
                     'ignore', message="LightningCLI's args parameter"
                 )
                 super().parse_arguments(parser, args)
 
+        def _set_seed(self) -> None:
+            if instantiate:
+                super()._set_seed()
+
+        def instantiate_classes(self) -> None:
+            if instantiate:
+                super().instantiate_classes()
+
         def after_instantiate_classes(self) -> None:
             super().after_instantiate_classes()
-            on_instantiated()
+            if on_instantiated is not None:
+                on_instantiated()
 
     os.environ.update(_RASTERIO_SETTINGS)
-    _CLI(
+    save: dict[str, Any] = (
+        {'save_config_kwargs': {'overwrite': True}}
+        if save_config
+        else {'save_config_callback': None}
+    )
+    return _CLI(
         model_class=BaseTask,
         datamodule_class=BaseDataModule,
         seed_everything_default=0,
         parser_kwargs={'version': torchgeo.__version__, 'exit_on_error': False},
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_kwargs={'overwrite': True},
-        args=args,
+        run=run,
+        args=list(args),
+        **save,
     )
 
 
@@ -864,7 +905,7 @@ def _run_lightning(args: list[str], debug: bool) -> int:
     held = _HeldRecords(seed_logger)
     seed_logger.addFilter(held)
     try:
-        _lightning_cli(args, held.release)
+        lightning_cli(args, on_instantiated=held.release)
     except argparse.ArgumentError as exc:
         if debug:
             raise
