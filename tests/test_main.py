@@ -65,10 +65,14 @@ def test_unknown_command_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'invalid choice' in capsys.readouterr().err
 
 
-def test_fit_help_reaches_lightning_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def script_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightningCLI reads ``sys.argv``: leave only the console script's name there."""
     monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
+
+
+@pytest.mark.usefixtures('script_argv')
+def test_fit_help_reaches_lightning_cli(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(['fit', '--help'])
     assert exc.value.code == 0
@@ -436,6 +440,7 @@ LIGHTNING_ERRORS = [
 ]
 
 
+@pytest.mark.usefixtures('script_argv')
 @pytest.mark.parametrize(('option', 'code', 'message'), LIGHTNING_ERRORS)
 def test_lightning_errors_are_one_line(
     option: str,
@@ -445,7 +450,6 @@ def test_lightning_errors_are_one_line(
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     assert main(_fit(tmp_path, option)) == code
     assert message in _error_line(capfd.readouterr().err, 'fit')
@@ -455,13 +459,10 @@ def test_lightning_errors_are_one_line(
         main(['--debug', *_fit(tmp_path, option)])
 
 
+@pytest.mark.usefixtures('script_argv')
 def test_lightning_unreadable_checkpoint(
-    checkpoint: Path,
-    tmp_path: Path,
-    capfd: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    checkpoint: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
     bad = tmp_path / 'cut.ckpt'
     bad.write_bytes(checkpoint.read_bytes()[:4096])
     for option in (f'--ckpt_path={bad}', f'--model.init_args.weights={bad}'):
@@ -486,10 +487,10 @@ def test_lightning_fault_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) ->
         main(['fit'])
 
 
+@pytest.mark.usefixtures('script_argv')
 def test_print_config_unchanged(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, 'argv', ['torchgeo-macl'])
     with pytest.raises(SystemExit) as exc:
         main([*_fit(tmp_path), '--print_config'])
     assert exc.value.code == 0

@@ -168,25 +168,49 @@ def exact_section(args: argparse.Namespace) -> None:
     )
 
 
+def exact_reference(
+    args: argparse.Namespace, x: torch.Tensor, q: torch.Tensor, repeats: int
+) -> tuple[EmbeddingIndex, float, torch.Tensor, list[str]]:
+    """Exact search over ``x``, the reference of a section.
+
+    Returns the index, its median search time, the positions it finds and its
+    table row (no build time, ratio 1, recall 1).
+    """
+    exact = EmbeddingIndex(args.dim, 'flat')
+    exact.add(x, ids(len(x)))
+    exact_time, truth = search_time(exact, q, args.k, repeats)
+    row = ["EmbeddingIndex('flat')", '', f'{args.queries / exact_time:.0f}', '1.00x']
+    return exact, exact_time, truth, [*row, '1.000']
+
+
+def measured_row(
+    name: str,
+    build: float,
+    index: EmbeddingIndex,
+    q: torch.Tensor,
+    args: argparse.Namespace,
+    exact_time: float,
+    truth: torch.Tensor,
+) -> list[str]:
+    """Search ``index`` and give its table row against exact search."""
+    t, found = search_time(index, q, args.k, args.repeats)
+    return [
+        name,
+        f'{build:.0f}',
+        f'{args.queries / t:.0f}',
+        f'{exact_time / t:.1f}x',
+        f'{recall(found, truth):.3f}',
+    ]
+
+
 def approximate_section(args: argparse.Namespace) -> None:
     k = args.k
     n = args.ivf_size
     x, q = clustered(n, args.queries, args.dim, args.clusters, seed=1, noise=args.noise)
-    exact = EmbeddingIndex(args.dim, 'flat')
-    exact.add(x, ids(n))
-    exact_time, truth = search_time(exact, q, k, 1)  # slow: one timed run
+    exact, exact_time, truth, row = exact_reference(args, x, q, 1)  # slow: one run
     exact_bytes = len(faiss.serialize_index(exact._index)) / n
     del exact
-    rows = [
-        [
-            "EmbeddingIndex('flat')",
-            '',
-            f'{args.queries / exact_time:.0f}',
-            '1.00x',
-            '1.000',
-            f'{exact_bytes:.0f}',
-        ]
-    ]
+    rows = [[*row, f'{exact_bytes:.0f}']]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(2))
     sample = x[perm[: args.train_size]]
     builds = [('ivf', args.pq_m[0])] + [('ivfpq', m) for m in args.pq_m]
@@ -207,17 +231,10 @@ def approximate_section(args: argparse.Namespace) -> None:
             probes = args.nprobe[-1:]
         for nprobe in probes:
             index.nprobe = nprobe
-            t, found = search_time(index, q, k, args.repeats)
-            rows.append(
-                [
-                    name.format(nprobe),
-                    f'{build:.0f}',
-                    f'{args.queries / t:.0f}',
-                    f'{exact_time / t:.1f}x',
-                    f'{recall(found, truth):.3f}',
-                    memory,
-                ]
+            cells = measured_row(
+                name.format(nprobe), build, index, q, args, exact_time, truth
             )
+            rows.append([*cells, memory])
         del index
     table(
         f'Approximate search, {n:,} x {args.dim} (recall@{k} against exact search)',
@@ -231,34 +248,16 @@ def hnsw_section(args: argparse.Namespace) -> None:
     k = args.k
     m = args.hnsw_size
     x, q = clustered(m, args.queries, args.dim, args.clusters, seed=3, noise=args.noise)
-    exact = EmbeddingIndex(args.dim, 'flat')
-    exact.add(x, ids(m))
-    exact_time, truth = search_time(exact, q, k, args.repeats)
+    _, exact_time, truth, row = exact_reference(args, x, q, args.repeats)
     start = time.perf_counter()
     hnsw = EmbeddingIndex(args.dim, 'hnsw')
     hnsw.add(x, ids(m))
     build = time.perf_counter() - start
-    rows = [
-        [
-            "EmbeddingIndex('flat')",
-            '',
-            f'{args.queries / exact_time:.0f}',
-            '1.00x',
-            '1.000',
-        ]
-    ]
+    rows = [row]
     for ef in args.ef_search:
         hnsw.ef_search = ef
-        t, found = search_time(hnsw, q, k, args.repeats)
-        rows.append(
-            [
-                f"EmbeddingIndex('hnsw', M=32, ef_search={ef})",
-                f'{build:.0f}',
-                f'{args.queries / t:.0f}',
-                f'{exact_time / t:.1f}x',
-                f'{recall(found, truth):.3f}',
-            ]
-        )
+        name = f"EmbeddingIndex('hnsw', M=32, ef_search={ef})"
+        rows.append(measured_row(name, build, hnsw, q, args, exact_time, truth))
     table(
         f'HNSW, {m:,} x {args.dim}',
         ['method', 'build s', 'queries/s', 'vs exact', f'recall@{k}'],

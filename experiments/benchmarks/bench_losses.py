@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+from _common import render_table
 from pytorch_metric_learning import losses as pml_losses
 from torch.profiler import ProfilerActivity, profile
 
@@ -182,17 +183,7 @@ def format_table(rows: list[dict[str, object]], markdown: bool) -> str:
                 f'{row["peak_mib"]:.1f}',
             ]
         )
-    if markdown:
-        out = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-        out += ['| ' + ' | '.join(line) + ' |' for line in lines]
-        return '\n'.join(out)
-    widths = [
-        max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)
-    ]
-    fmt = '  '.join(
-        f'{{:>{w}}}' if i != 1 else f'{{:<{w}}}' for i, w in enumerate(widths)
-    )
-    return '\n'.join([fmt.format(*header)] + [fmt.format(*line) for line in lines])
+    return render_table(header, lines, markdown, left={1})
 
 
 def main() -> None:

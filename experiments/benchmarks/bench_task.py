@@ -75,6 +75,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import torch
+from _common import render_table
 from torch import Tensor, nn
 
 from torchgeo_macl._compat import TORCHGEO_VERSION, SimCLRTask
@@ -348,19 +349,6 @@ def bench_loss_share(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def render(header: list[str], lines: list[list[str]], markdown: bool) -> str:
-    """A plain or Markdown table."""
-    if markdown:
-        out = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-        out += ['| ' + ' | '.join(line) + ' |' for line in lines]
-        return '\n'.join(out)
-    widths = [
-        max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)
-    ]
-    fmt = '  '.join(f'{{:>{w}}}' for w in widths)
-    return '\n'.join([fmt.format(*header)] + [fmt.format(*line) for line in lines])
-
-
 def throughput_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Per-round images/s and ratios, then the medians."""
     header = [
@@ -398,7 +386,7 @@ def throughput_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     if markdown:
         medians[2:4] = [f'**{m}**' for m in medians[2:4]]
     lines.append(['median', '', *medians])
-    return render(header, lines, markdown)
+    return render_table(header, lines, markdown)
 
 
 def share_table(rows: list[dict[str, Any]], markdown: bool) -> str:
@@ -425,7 +413,7 @@ def share_table(rows: list[dict[str, Any]], markdown: bool) -> str:
             for k, d in zip(keys, digits)
         ]
     )
-    return render(header, lines, markdown)
+    return render_table(header, lines, markdown)
 
 
 def load_line(label: str) -> str:

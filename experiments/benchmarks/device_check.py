@@ -76,12 +76,17 @@ from torchgeo_macl.losses import MACLLoss
 from torchgeo_macl.metrics import retrieval_metrics
 from torchgeo_macl.search import EmbeddingIndex
 
+#: This folder; its scripts import their shared helpers from ``_common.py`` here.
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.append(str(HERE))
+
 
 def _load(name: str) -> ModuleType:
     """Import a sibling benchmark script under a name no other module uses."""
     module_name = f'_macl_benchmarks_{name}'
     if module_name not in sys.modules:
-        path = Path(__file__).resolve().parent / f'{name}.py'
+        path = HERE / f'{name}.py'
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec is not None
         assert spec.loader is not None

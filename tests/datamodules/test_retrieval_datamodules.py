@@ -1,5 +1,6 @@
 import importlib.util
 import shutil
+from collections.abc import Callable
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 from types import SimpleNamespace
@@ -311,18 +312,13 @@ class _Probe(LightningModule):
 
 @pytest.mark.filterwarnings('ignore:You passed in a `val_dataloader`')
 @pytest.mark.filterwarnings('ignore:.*LeafSpec.*is deprecated')
-def test_with_lightning_trainer(tmp_path: Path) -> None:
+def test_with_lightning_trainer(
+    tmp_path: Path, quiet_trainer: Callable[..., Trainer]
+) -> None:
     dm = make(DLRSDRetrievalDataModule, tmp_path, image_size=12)
     model = _Probe()
-    trainer = Trainer(
-        accelerator='cpu',
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+    trainer = quiet_trainer(
+        tmp_path, max_steps=1, limit_val_batches=0, enable_checkpointing=False
     )
     trainer.fit(model, datamodule=dm)
     assert model.seen['train']['image'] == (2, 3, 12, 12)

@@ -2,7 +2,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _train(root: Path, seed: int, out: Path) -> tuple[Path, str]:
+def _train(
+    root: Path, seed: int, out: Path, quiet_trainer: Callable[..., Trainer]
+) -> tuple[Path, str]:
     """Train a tiny task for one short epoch; return its checkpoint and fingerprint."""
     seed_everything(seed, verbose=False)
     dm = DLRSDRetrievalDataModule(
@@ -79,16 +81,12 @@ def _train(root: Path, seed: int, out: Path) -> tuple[Path, str]:
         ks=(2,),
         monitor='val_mAP@2',
     )
-    trainer = Trainer(
-        accelerator='cpu',
+    trainer = quiet_trainer(
+        out,
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out,
     )
     trainer.fit(task, datamodule=dm)
     ckpt = out / f'seed{seed}.ckpt'
@@ -99,13 +97,17 @@ def _train(root: Path, seed: int, out: Path) -> tuple[Path, str]:
 class Archive:
     """A tiny synthetic archive, two checkpoints and indexes built with the first."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, quiet_trainer: Callable[..., Trainer]) -> None:
         self.base = base
         self.root = make_synthetic_dlrsd(
             base / 'data', num_images=30, image_size=32, seed=0
         ).parent
-        self.ckpt, self.fingerprint = _train(self.root, 0, base / 'train0')
-        self.other_ckpt, self.other_fingerprint = _train(self.root, 1, base / 'train1')
+        self.ckpt, self.fingerprint = _train(
+            self.root, 0, base / 'train0', quiet_trainer
+        )
+        self.other_ckpt, self.other_fingerprint = _train(
+            self.root, 1, base / 'train1', quiet_trainer
+        )
         self.config = base / 'data.yaml'
         self.config.write_text(
             'data:\n'
@@ -119,8 +121,10 @@ class Archive:
 
 
 @pytest.fixture(scope='module')
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
-    return Archive(tmp_path_factory.mktemp('archive'))
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, quiet_trainer: Callable[..., Trainer]
+) -> Archive:
+    return Archive(tmp_path_factory.mktemp('archive'), quiet_trainer)
 
 
 @pytest.fixture(scope='module')
@@ -198,6 +202,17 @@ def test_checkpoint_fingerprint_survives_loading(archive: Archive) -> None:
     assert archive.fingerprint != archive.other_fingerprint
 
 
+def _search(indexed: Archive, *queries: str, ckpt: Path | None = None) -> list[str]:
+    return [
+        'search',
+        '--index',
+        str(indexed.index),
+        '--ckpt',
+        str(ckpt or indexed.ckpt),
+        *queries,
+    ]
+
+
 def test_search_by_file_and_id(
     indexed: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -208,19 +223,7 @@ def test_search_by_file_and_id(
     grid = tmp_path / 'grid.png'
     capsys.readouterr()
     code = main(
-        [
-            'search',
-            '--index',
-            str(indexed.index),
-            '--ckpt',
-            str(indexed.ckpt),
-            query_file,
-            query_id,
-            '-k',
-            '3',
-            '--grid',
-            str(grid),
-        ]
+        [*_search(indexed, query_file, query_id), '-k', '3', '--grid', str(grid)]
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -250,18 +253,7 @@ def test_search_more_results_than_items(
     info = load_archive_info(indexed.index)
     query_id = sorted(info.sources)[1]
     capsys.readouterr()
-    code = main(
-        [
-            'search',
-            '--index',
-            str(indexed.index),
-            '--ckpt',
-            str(indexed.ckpt),
-            query_id,
-            '-k',
-            '1000',
-        ]
-    )
+    code = main([*_search(indexed, query_id), '-k', '1000'])
     assert code == 0
     rows = _parse_results(capsys.readouterr().out)[query_id]
     assert len(rows) == len(info.sources) - 1
@@ -387,17 +379,6 @@ def test_embed_images_mixed_sizes_match_one_by_one(archive: Archive) -> None:
 # ----------------------------------------------------------------------------------
 
 
-def _search(indexed: Archive, *queries: str, ckpt: Path | None = None) -> list[str]:
-    return [
-        'search',
-        '--index',
-        str(indexed.index),
-        '--ckpt',
-        str(ckpt or indexed.ckpt),
-        *queries,
-    ]
-
-
 def test_search_with_another_checkpoint_fails(
     indexed: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -492,14 +473,20 @@ def test_search_missing_index_fails(
     assert str(missing) in err
 
 
+def _index_fails(
+    ckpt: Path, data: Path, out: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``index``, check that it fails, and return its standard error."""
+    args = ['index', '--ckpt', str(ckpt), '--data', str(data), '--out', str(out)]
+    assert main(args) == 1
+    return capsys.readouterr().err
+
+
 def test_index_missing_checkpoint_fails(
     archive: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / 'missing.ckpt'
-    out = tmp_path / 'idx'
-    args = ['index', '--ckpt', str(missing), '--data', str(archive.config)]
-    assert main([*args, '--out', str(out)]) == 1
-    err = capsys.readouterr().err
+    err = _index_fails(missing, archive.config, tmp_path / 'idx', capsys)
     assert err.startswith('torchgeo-macl index: error: checkpoint not found')
     assert str(missing) in err
     assert not list(tmp_path.glob('idx*'))
@@ -510,9 +497,7 @@ def test_index_config_without_datamodule_fails(
 ) -> None:
     config = tmp_path / 'bad.yaml'
     config.write_text('model:\n  class_path: RetrievalTask\n')
-    args = ['index', '--ckpt', str(archive.ckpt), '--data', str(config)]
-    assert main([*args, '--out', str(tmp_path / 'idx')]) == 1
-    err = capsys.readouterr().err
+    err = _index_fails(archive.ckpt, config, tmp_path / 'idx', capsys)
     assert 'no datamodule class_path' in err
     assert str(config) in err
 
@@ -522,9 +507,7 @@ def test_index_empty_folder_fails(
 ) -> None:
     folder = tmp_path / 'empty'
     folder.mkdir()
-    args = ['index', '--ckpt', str(archive.ckpt), '--data', str(folder)]
-    assert main([*args, '--out', str(tmp_path / 'idx')]) == 1
-    err = capsys.readouterr().err
+    err = _index_fails(archive.ckpt, folder, tmp_path / 'idx', capsys)
     assert 'no .tif/.tiff/.png/.jpg/.jpeg images under' in err
     assert str(folder) in err
 

@@ -7,6 +7,7 @@ whatever backbone name the task is given.
 import copy
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,10 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize('loss', LOSSES)
 def test_one_step_with_bf16_mixed_trainer(
-    loss: str, synthetic_root: Path, tmp_path: Path
+    loss: str,
+    synthetic_root: Path,
+    tmp_path: Path,
+    quiet_trainer: Callable[..., Trainer],
 ) -> None:
     torch.manual_seed(0)
     task = RetrievalTask(
@@ -99,17 +103,13 @@ def test_one_step_with_bf16_mixed_trainer(
     datamodule = DLRSDRetrievalDataModule(
         root=str(synthetic_root), batch_size=8, split_fractions=(0.5, 0.25, 0.25)
     )
-    trainer = Trainer(
-        accelerator='cpu',
+    trainer = quiet_trainer(
+        tmp_path,
         precision='bf16-mixed',
         max_steps=1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     dtypes: list[torch.dtype] = []
     task.projection.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))

@@ -94,6 +94,21 @@ class IndexedConcatDataset(ConcatDataset[dict[str, Tensor]]):
         return torch.cat([ds.labels for ds in self.datasets])
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Check that an argument is one of its choices.
+
+    Args:
+        name: Name of the argument.
+        value: Its value.
+        choices: The accepted values.
+
+    Raises:
+        ValueError: If ``value`` is not in ``choices``.
+    """
+    if value not in choices:
+        raise ValueError(f'Invalid {name} {value!r}; expected one of {choices}.')
+
+
 def _most_common_size(shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
     """The most frequent image size of a batch (the first one on ties).
 
@@ -250,20 +265,9 @@ class RetrievalDataModule(NonGeoDataModule):
             raise ValueError(f'batch_size must be positive, got {batch_size}.')
         if image_size is not None and image_size < 1:
             raise ValueError(f'image_size must be positive or None, got {image_size}.')
-        if sampler not in _SAMPLERS:
-            raise ValueError(
-                f'Invalid sampler {sampler!r}; expected one of {_SAMPLERS}.'
-            )
-        if predict_split not in _PREDICT_SPLITS:
-            raise ValueError(
-                f'Invalid predict_split {predict_split!r}; expected one of '
-                f'{tuple(_PREDICT_SPLITS)}.'
-            )
-        if query_split not in _QUERY_SPLITS:
-            raise ValueError(
-                f'Invalid query_split {query_split!r}; expected one of '
-                f'{tuple(_QUERY_SPLITS)}.'
-            )
+        _check_choice('sampler', sampler, _SAMPLERS)
+        _check_choice('predict_split', predict_split, tuple(_PREDICT_SPLITS))
+        _check_choice('query_split', query_split, tuple(_QUERY_SPLITS))
         super().__init__(dataset_class, batch_size, num_workers, **kwargs)
         self.retrieval_dataset_class = dataset_class
         self.image_size = image_size
@@ -391,24 +395,28 @@ class RetrievalDataModule(NonGeoDataModule):
     # --------------------------------------------------------------- dataloaders
 
     def _loader(
-        self, dataset: Dataset[dict[str, Tensor]], shuffle: bool = False
+        self, dataset: Dataset[dict[str, Tensor]], **kwargs: Any
     ) -> DataLoader[dict[str, Tensor]]:
-        """Build an evaluation-style loader.
+        """Build a loader with this datamodule's workers and collate function.
 
         Args:
             dataset: The dataset.
-            shuffle: Whether to shuffle.
+            **kwargs: Batching arguments of :class:`~torch.utils.data.DataLoader`
+                (``sampler``, ``batch_sampler``, ``drop_last``); without
+                ``batch_sampler``, batches of :attr:`batch_size` in dataset order
+                unless a sampler is given.
 
         Returns:
             The DataLoader.
         """
+        if 'batch_sampler' not in kwargs:
+            kwargs.setdefault('batch_size', self.batch_size)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             persistent_workers=self.num_workers > 0,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
@@ -446,21 +454,9 @@ class RetrievalDataModule(NonGeoDataModule):
                 num_replicas=num_replicas,
                 rank=rank,
             )
-            return DataLoader(
-                dataset,
-                batch_sampler=batch_sampler,
-                num_workers=self.num_workers,
-                collate_fn=self.collate_fn,
-                persistent_workers=self.num_workers > 0,
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochRandomSampler(dataset, seed=self.seed),
-            drop_last=True,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            persistent_workers=self.num_workers > 0,
+            return self._loader(dataset, batch_sampler=batch_sampler)
+        return self._loader(
+            dataset, sampler=EpochRandomSampler(dataset, seed=self.seed), drop_last=True
         )
 
     def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
