@@ -394,7 +394,6 @@ def _datamodule_from_config(path: str) -> Any:
             or gives it arguments it does not take.
     """
     import importlib
-    import inspect
 
     import yaml
 
@@ -433,10 +432,9 @@ def _datamodule_from_config(path: str) -> Any:
             f'{path}: init_args of {name} must be a mapping'
         )
     try:
-        inspect.signature(target).bind(**init_args)
-    except TypeError as exc:
+        return target(**init_args)
+    except (TypeError, ValueError) as exc:
         raise ValueError(f'{path}: {name}: {exc}') from exc
-    return target(**init_args)
 
 
 def _load_task(path: str) -> Any:

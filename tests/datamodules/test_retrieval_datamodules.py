@@ -355,3 +355,8 @@ def test_retrieval_spec_checks() -> None:
         RetrievalDataSpec(
             num_classes=2, mean=(0.0,), std=(1.0,), label_frequencies=torch.ones(3)
         )
+
+
+def test_unknown_argument_is_named_at_construction() -> None:
+    with pytest.raises(ValueError, match='unexpected argument.*no_such_arg.*DLRSD'):
+        DLRSDRetrievalDataModule(root='data', no_such_arg=1)

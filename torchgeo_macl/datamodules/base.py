@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import importlib
+import inspect
 from collections import Counter
 from collections.abc import Iterator, Sequence, Sized
 from typing import Any
@@ -259,8 +260,18 @@ class RetrievalDataModule(NonGeoDataModule):
             **kwargs: Keyword arguments of ``dataset_class`` (root, download, ...).
 
         Raises:
-            ValueError: If an argument is invalid.
+            ValueError: If an argument is invalid, or ``kwargs`` holds a name that
+                ``dataset_class`` does not take.
         """
+        accepted = inspect.signature(dataset_class).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            unknown = sorted(set(kwargs) - set(accepted))
+            if unknown:
+                raise ValueError(
+                    f'{type(self).__name__} got unexpected argument(s) '
+                    f'{", ".join(unknown)}: neither a loading option nor an argument '
+                    f'of {dataset_class.__name__}'
+                )
         if batch_size < 1:
             raise ValueError(f'batch_size must be positive, got {batch_size}.')
         if image_size is not None and image_size < 1:

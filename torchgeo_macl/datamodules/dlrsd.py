@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..datasets import DLRSD
 from .base import RetrievalDataModule
 
@@ -19,15 +21,6 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
     def __init__(
         self,
         root: str = 'data',
-        batch_size: int = 32,
-        num_workers: int = 0,
-        image_size: int | None = None,
-        sampler: str = 'random',
-        sampler_m: int = 2,
-        sampler_sigma: float = 0.5,
-        seed: int = 0,
-        predict_split: str = 'database',
-        query_split: str = 'test',
         label_source: str = 'mask',
         min_pixel_fraction: float = 0.0,
         split_seed: int = 0,
@@ -35,22 +28,12 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
         load_masks: bool = True,
         download: bool = False,
         checksum: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Initialize a new DLRSDRetrievalDataModule instance.
 
         Args:
             root: Root directory of the dataset.
-            batch_size: Size of each mini-batch.
-            num_workers: Number of workers for parallel data loading.
-            image_size: Side images and masks are resized to on the device; None
-                keeps the stored size.
-            sampler: 'random' or 'label_aware'.
-            sampler_m: Images per drawn label of the label-aware sampler.
-            sampler_sigma: Label-frequency smoothing of the label-aware sampler.
-            seed: Seed of the training order.
-            predict_split: 'database' (train + val), 'test' or 'all'.
-            query_split: Queries of the test loader: 'test' (against train + val)
-                or 'val' (against train).
             label_source: 'mask' or 'csv'.
             min_pixel_fraction: Pixel fraction a class needs to count as a label.
             split_seed: Seed of the stratified split.
@@ -58,18 +41,12 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
             load_masks: Whether batches carry the masks.
             download: If True, download the dataset.
             checksum: If True, check the SHA-256 of the archive.
+            **kwargs: Loading options of
+                :class:`~torchgeo_macl.datamodules.RetrievalDataModule`
+                (``batch_size``, ``num_workers``, ``image_size``, ``sampler``, ...).
         """
         super().__init__(
             DLRSD,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            image_size=image_size,
-            sampler=sampler,
-            sampler_m=sampler_m,
-            sampler_sigma=sampler_sigma,
-            seed=seed,
-            predict_split=predict_split,
-            query_split=query_split,
             root=root,
             label_source=label_source,
             min_pixel_fraction=min_pixel_fraction,
@@ -78,4 +55,5 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
             load_masks=load_masks,
             download=download,
             checksum=checksum,
+            **kwargs,
         )
