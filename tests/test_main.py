@@ -512,3 +512,49 @@ def test_console_script_reports_the_cause_first(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith('Traceback')
     assert "ValueError: unknown loss 'nope'" in result.stderr
+
+
+def test_index_embeds_at_the_checkpoint_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lightning
+    import torch
+
+    from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
+    from torchgeo_macl.search import (
+        EmbeddingIndex,
+        load_archive_info,
+        load_task,
+        search_archive,
+    )
+    from torchgeo_macl.tasks import RetrievalTask
+
+    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
+    # trained at 32 px on data normalised with the datamodule's statistics
+    task.input_size.fill_(32)
+    task.input_mean.copy_(DLRSDRetrievalDataModule.mean)
+    task.input_std.copy_(DLRSDRetrievalDataModule.std)
+    ckpt = tmp_path / 'at32.ckpt'
+    torch.save(
+        {
+            'state_dict': task.state_dict(),
+            'hyper_parameters': dict(task.hparams),
+            'pytorch-lightning_version': lightning.__version__,
+        },
+        ckpt,
+    )
+    config = _data_config(tmp_path, image_size=48)
+    out = tmp_path / 'idx' / 'x'
+    argv = ['index', '--ckpt', str(ckpt), '--data', str(config), '--out', str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "images are embedded at the checkpoint's 32 px (the config says 48)" in err
+    # an archive image searched by its own file is its own top hit
+    info = load_archive_info(out)
+    index = EmbeddingIndex.load(out)
+    some_id = index.ids[0]
+    [(_, hits)] = search_archive(
+        index, info, load_task(ckpt), [info.sources[some_id]], k=3
+    )
+    assert hits[0].id == some_id
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)

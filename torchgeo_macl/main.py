@@ -379,11 +379,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datamodule_from_config(path: str) -> Any:
+def _datamodule_from_config(path: str, image_size: int | None = None) -> Any:
     """Instantiate the datamodule of a YAML config (a ``data:`` section or bare).
 
     Args:
         path: The YAML file.
+        image_size: Image size to use instead of the config's, for a retrieval
+            datamodule (a note on standard error says when they differ).
 
     Returns:
         The datamodule.
@@ -431,6 +433,17 @@ def _datamodule_from_config(path: str) -> Any:
         raise ValueError(  # noqa: TRY004 - a value of the file
             f'{path}: init_args of {name} must be a mapping'
         )
+    from torchgeo_macl.datamodules import RetrievalDataModule
+
+    if image_size is not None and issubclass(target, RetrievalDataModule):
+        configured = init_args.get('image_size')
+        if configured != image_size:
+            print(
+                f"torchgeo-macl: {path}: images are embedded at the checkpoint's "
+                f'{image_size} px (the config says {configured})',
+                file=sys.stderr,
+            )
+        init_args = {**init_args, 'image_size': image_size}
     try:
         return target(**init_args)
     except (TypeError, ValueError) as exc:
@@ -542,7 +555,8 @@ def _index(args: argparse.Namespace) -> int:
         labels = None
         sources = {i: str(p.resolve()) for i, p in zip(ids, files)}
     else:
-        dm = _datamodule_from_config(args.data)
+        size = int(task.input_size)
+        dm = _datamodule_from_config(args.data, size if size > 0 else None)
         dm.predict_split = args.split
         dm.setup('predict')
         dataset = getattr(dm, 'predict_dataset', None)

@@ -358,5 +358,5 @@ def test_retrieval_spec_checks() -> None:
 
 
 def test_unknown_argument_is_named_at_construction() -> None:
-    with pytest.raises(ValueError, match='unexpected argument.*no_such_arg.*DLRSD'):
+    with pytest.raises(ValueError, match=r'unexpected argument.*no_such_arg.*DLRSD'):
         DLRSDRetrievalDataModule(root='data', no_such_arg=1)

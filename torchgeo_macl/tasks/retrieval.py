@@ -516,20 +516,57 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         if describe is None:
             return
         spec: RetrievalDataSpec = describe(stage)
-        self._use_spec(spec, type(dm).__name__)
+        self._use_spec(spec, type(dm).__name__, stage)
 
-    def _use_spec(self, spec: RetrievalDataSpec, source: str) -> None:
+    def _use_spec(
+        self, spec: RetrievalDataSpec, source: str, stage: str = 'fit'
+    ) -> None:
         """Adopt a datamodule's description of its batches.
+
+        Outside fitting, a task that already has an image size (trained) keeps
+        its preprocessing: a datamodule that resizes to another size or
+        normalises otherwise would give embeddings unlike those of training, and
+        is refused.
 
         Args:
             spec: The description.
             source: Name of the datamodule, for error messages.
+            stage: Lightning stage.
 
         Raises:
             ValueError: If ``num_classes`` or ``in_channels`` disagrees with the
-                spec, or mask-based settings meet a datamodule without masks.
+                spec, the preprocessing disagrees outside fitting, or mask-based
+                settings meet a datamodule without masks.
         """
         hp = self.hparams
+        trained_size = int(self.input_size)
+        if stage != 'fit' and trained_size > 0 and spec.image_size != trained_size:
+            given = (
+                f'{spec.image_size} px'
+                if spec.image_size
+                else 'their stored size (image_size=None)'
+            )
+            raise ValueError(
+                f'the task embeds images at {trained_size} px but the datamodule '
+                f'{source} resizes them to {given}; set its image_size to '
+                f'{trained_size}'
+            )
+        if stage != 'fit' and trained_size > 0:
+            mean = torch.tensor(spec.mean, dtype=self.input_mean.dtype)
+            std = torch.tensor(spec.std, dtype=self.input_std.dtype)
+            if not (
+                torch.allclose(
+                    mean.expand_as(self.input_mean).cpu(), self.input_mean.cpu()
+                )
+                and torch.allclose(
+                    std.expand_as(self.input_std).cpu(), self.input_std.cpu()
+                )
+            ):
+                raise ValueError(
+                    f'the task normalises with mean {self.input_mean.tolist()} and '
+                    f'std {self.input_std.tolist()} but the datamodule {source} with '
+                    f'mean {list(spec.mean)} and std {list(spec.std)}'
+                )
         if hp['num_classes'] is None:
             hp['num_classes'] = spec.num_classes
             self._build_heads()
