@@ -11,6 +11,7 @@ import timm
 import torch
 
 from torchgeo_macl.datasets import DLRSD
+from torchgeo_macl.demo import TABLE_METRICS
 from torchgeo_macl.main import main
 from torchgeo_macl.search import (
     EmbeddingIndex,
@@ -24,19 +25,10 @@ pytestmark = pytest.mark.filterwarnings(
     'ignore:.*exceed the .* items each query can retrieve.*:UserWarning',
 )
 
-#: Every metric of the report's table, written out so that none can go missing.
-TABLE_METRICS = (
-    'mAP',
-    'P',
-    'NDCG',
-    'WAP',
-    'ACG',
-    'rare_mAP',
-    'mAP_jaccard',
-    'NDCG_jaccard',
-)
-#: Metrics that are fractions.
+#: Metrics of the report's table that are fractions.
 UNIT_METRICS = ('mAP', 'P', 'NDCG', 'rare_mAP', 'mAP_jaccard', 'NDCG_jaccard')
+#: Metrics of the report's table that are non-negative gains.
+GAIN_METRICS = ('WAP', 'ACG')
 DEMO_KS = (10, 20, 50, 100)
 LOSSES = ('macl', 'supcon')
 FIGURES = ('retrieval_grid.png', 'per_label_ap.png', 'training_curves.png')
@@ -117,6 +109,8 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert report.startswith('# torchgeo-macl demo\n')
     assert '| metric | MACL | SUPCON |' in report
     table = _table(report)
+    # the table has every fraction and every gain, none missing
+    assert sorted(TABLE_METRICS) == sorted(UNIT_METRICS + GAIN_METRICS)
     expected = [f'{name}@{k}' for name in TABLE_METRICS for k in ks]
     assert list(table) == expected
     for figure in FIGURES:
