@@ -1,14 +1,12 @@
 import json
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pytest
 import timm
-import torch
 
 from torchgeo_macl.datasets import DLRSD
 from torchgeo_macl.demo import TABLE_METRICS
@@ -20,10 +18,13 @@ from torchgeo_macl.search import (
     model_fingerprint,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore::rasterio.errors.NotGeoreferencedWarning',
-    'ignore:.*exceed the .* items each query can retrieve.*:UserWarning',
-)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore::rasterio.errors.NotGeoreferencedWarning',
+        'ignore:.*exceed the .* items each query can retrieve.*:UserWarning',
+    ),
+    pytest.mark.usefixtures('one_thread'),
+]
 
 #: Metrics of the report's table that are fractions.
 UNIT_METRICS = ('mAP', 'P', 'NDCG', 'rare_mAP', 'mAP_jaccard', 'NDCG_jaccard')
@@ -46,16 +47,6 @@ def _tiny_timm(name: str, *args: Any, **kwargs: Any) -> Any:
 @pytest.fixture(autouse=True)
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr('torchgeo_macl.tasks.retrieval.timm.create_model', _tiny_timm)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Intra-op threads spin when the two cores are shared with other work; one
-    # thread keeps the tiny models fast and the timings steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _demo_args(out: Path, num_images: int) -> list[str]:

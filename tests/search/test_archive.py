@@ -32,9 +32,10 @@ from torchgeo_macl.search import (
 from torchgeo_macl.search.archive import ARCHIVE_FORMAT_VERSION
 from torchgeo_macl.tasks import RetrievalTask
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore::rasterio.errors.NotGeoreferencedWarning'
-)
+pytestmark = [
+    pytest.mark.filterwarnings('ignore::rasterio.errors.NotGeoreferencedWarning'),
+    pytest.mark.usefixtures('one_thread'),
+]
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -53,16 +54,6 @@ def tiny_models() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr('torchgeo_macl.tasks.retrieval.timm.create_model', _tiny_timm)
         yield
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread() -> Iterator[None]:
-    # Intra-op threads spin when the two cores are shared with other work; one
-    # thread keeps these tiny models fast and their timings steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _train(
