@@ -370,12 +370,22 @@ def test_embed_images_mixed_sizes_match_one_by_one(archive: Archive) -> None:
 # ----------------------------------------------------------------------------------
 
 
+def _search_fails(
+    indexed: Archive,
+    query: str,
+    capsys: pytest.CaptureFixture[str],
+    ckpt: Path | None = None,
+) -> str:
+    """Run ``search``, check that it fails, and return its standard error."""
+    assert main(_search(indexed, query, ckpt=ckpt)) == 1
+    return capsys.readouterr().err
+
+
 def test_search_with_another_checkpoint_fails(
     indexed: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=indexed.other_ckpt)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys, ckpt=indexed.other_ckpt)
     assert err.startswith('torchgeo-macl search: error: ')
     assert 'does not match the index' in err
     assert indexed.fingerprint in err
@@ -390,8 +400,7 @@ def test_search_four_band_geotiff_fails(
         path, 'w', driver='GTiff', width=32, height=32, count=4, dtype='uint8'
     ) as dst:
         dst.write(np.full((4, 32, 32), 100, dtype=np.uint8))
-    assert main(_search(indexed, str(path))) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, str(path), capsys)
     assert 'torchgeo-macl search: error:' in err
     assert '4 bands' in err
     assert 'expects 3' in err
@@ -403,8 +412,7 @@ def test_search_grayscale_png_fails(
 ) -> None:
     path = tmp_path / 'gray.png'
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(path)
-    assert main(_search(indexed, str(path))) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, str(path), capsys)
     assert '1 bands' in err
     assert str(path) in err
 
@@ -413,8 +421,7 @@ def test_search_grayscale_png_fails(
 def test_search_unknown_query_fails(
     indexed: Archive, query: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_search(indexed, query)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys)
     assert 'torchgeo-macl search: error:' in err
     assert repr(query) in err
     assert 'neither an image file nor an id of the index' in err
@@ -425,8 +432,7 @@ def test_search_missing_checkpoint_fails(
 ) -> None:
     missing = tmp_path / 'missing.ckpt'
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=missing)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys, ckpt=missing)
     assert 'checkpoint not found' in err
     assert str(missing) in err
 
@@ -438,8 +444,7 @@ def test_search_invalid_checkpoint_fails(
     bad = tmp_path / 'bad.ckpt'
     bad.write_bytes(content)
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=bad)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys, ckpt=bad)
     assert f'{bad} is not a RetrievalTask checkpoint' in err
 
 
