@@ -70,7 +70,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -350,40 +350,41 @@ def bench_loss_share(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def median_columns(
-    rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, int]]
+    rows: list[dict[str, Any]], columns: Mapping[str, tuple[str, int]]
 ) -> tuple[list[list[str]], list[str]]:
     """Format the values of some columns of each row, and their medians.
 
     Args:
         rows: Measurements, one dict a row.
-        columns: ``(title, key, decimals)`` of each column.
+        columns: ``key: (title, decimals)`` of each column, in order.
 
     Returns:
         The cells of each row, and the median of each column, as text.
     """
-    cells = [[f'{row[key]:.{d}f}' for _, key, d in columns] for row in rows]
+    cells = [[f'{row[key]:.{d}f}' for key, (_, d) in columns.items()] for row in rows]
     medians = [
-        f'{statistics.median(row[key] for row in rows):.{d}f}' for _, key, d in columns
+        f'{statistics.median(row[key] for row in rows):.{d}f}'
+        for key, (_, d) in columns.items()
     ]
     return cells, medians
 
 
 def throughput_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Per-round images/s and ratios, then the medians."""
-    columns = [
-        ('RetrievalTask img/s', 'RetrievalTask', 1),
-        ('SimCLR img/s', 'SimCLR', 1),
-        ('ratio', 'ratio', 3),
-        ('ratio by CPU time', 'ratio_cpu', 3),
-        ('CPU s/s (R)', 'RetrievalTask cpu', 2),
-        ('CPU s/s (S)', 'SimCLR cpu', 2),
-        ('views % (R)', 'RetrievalTask views', 1),
-        ('views % (S)', 'SimCLR views', 1),
-    ]
+    columns = {
+        'RetrievalTask': ('RetrievalTask img/s', 1),
+        'SimCLR': ('SimCLR img/s', 1),
+        'ratio': ('ratio', 3),
+        'ratio_cpu': ('ratio by CPU time', 3),
+        'RetrievalTask cpu': ('CPU s/s (R)', 2),
+        'SimCLR cpu': ('CPU s/s (S)', 2),
+        'RetrievalTask views': ('views % (R)', 1),
+        'SimCLR views': ('views % (S)', 1),
+    }
     cells, medians = median_columns(rows, columns)
     if markdown:
         medians[2:4] = [f'**{m}**' for m in medians[2:4]]
-    header = ['round', 'first', *(title for title, _, _ in columns)]
+    header = ['round', 'first', *(title for title, _ in columns.values())]
     lines = [[str(row['round']), str(row['first']), *c] for row, c in zip(rows, cells)]
     lines.append(['median', '', *medians])
     return render_table(header, lines, markdown)
@@ -391,16 +392,16 @@ def throughput_table(rows: list[dict[str, Any]], markdown: bool) -> str:
 
 def share_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Per-step loss timings and shares, then the medians."""
-    columns = [
-        ('step ms', 'step_ms', 0),
-        ('loss fwd ms', 'fwd_ms', 1),
-        ('loss bwd ms', 'bwd_ms', 1),
-        ('loss share %', 'share', 2),
-        ('replay fwd+grad ms', 'replay_ms', 1),
-        ('replay share %', 'replay_share', 2),
-    ]
+    columns = {
+        'step_ms': ('step ms', 0),
+        'fwd_ms': ('loss fwd ms', 1),
+        'bwd_ms': ('loss bwd ms', 1),
+        'share': ('loss share %', 2),
+        'replay_ms': ('replay fwd+grad ms', 1),
+        'replay_share': ('replay share %', 2),
+    }
     cells, medians = median_columns(rows, columns)
-    header = ['step', *(title for title, _, _ in columns)]
+    header = ['step', *(title for title, _ in columns.values())]
     lines = [[str(row['step']), *c] for row, c in zip(rows, cells)]
     lines.append(['median', *medians])
     return render_table(header, lines, markdown)
