@@ -1,8 +1,9 @@
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from lightning.pytorch import Trainer
 
 
@@ -25,3 +26,21 @@ def _quiet_trainer(root: Path, **kwargs: Any) -> Trainer:
 def quiet_trainer() -> Callable[..., Trainer]:
     """Build CPU trainers for short fits: ``quiet_trainer(root, **trainer_kwargs)``."""
     return _quiet_trainer
+
+
+@pytest.fixture(scope='module')
+def one_thread() -> Iterator[None]:
+    """Run a module's tests with one torch thread and one faiss thread.
+
+    Intra-op threads and OpenMP teams spin when the cores are shared with other work;
+    one thread keeps tiny models and small indexes fast and their timings steady.
+    """
+    import faiss
+
+    torch_threads = torch.get_num_threads()
+    faiss_threads = faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    yield
+    torch.set_num_threads(torch_threads)
+    faiss.omp_set_num_threads(faiss_threads)

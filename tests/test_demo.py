@@ -1,16 +1,15 @@
 import json
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pytest
 import timm
-import torch
 
 from torchgeo_macl.datasets import DLRSD
+from torchgeo_macl.demo import TABLE_METRICS
 from torchgeo_macl.main import main
 from torchgeo_macl.search import (
     EmbeddingIndex,
@@ -19,24 +18,18 @@ from torchgeo_macl.search import (
     model_fingerprint,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore::rasterio.errors.NotGeoreferencedWarning',
-    'ignore:.*exceed the .* items each query can retrieve.*:UserWarning',
-)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore::rasterio.errors.NotGeoreferencedWarning',
+        'ignore:.*exceed the .* items each query can retrieve.*:UserWarning',
+    ),
+    pytest.mark.usefixtures('one_thread'),
+]
 
-#: Every metric of the report's table, written out so that none can go missing.
-TABLE_METRICS = (
-    'mAP',
-    'P',
-    'NDCG',
-    'WAP',
-    'ACG',
-    'rare_mAP',
-    'mAP_jaccard',
-    'NDCG_jaccard',
-)
-#: Metrics that are fractions.
+#: Metrics of the report's table that are fractions.
 UNIT_METRICS = ('mAP', 'P', 'NDCG', 'rare_mAP', 'mAP_jaccard', 'NDCG_jaccard')
+#: Metrics of the report's table that are non-negative gains.
+GAIN_METRICS = ('WAP', 'ACG')
 DEMO_KS = (10, 20, 50, 100)
 LOSSES = ('macl', 'supcon')
 FIGURES = ('retrieval_grid.png', 'per_label_ap.png', 'training_curves.png')
@@ -54,16 +47,6 @@ def _tiny_timm(name: str, *args: Any, **kwargs: Any) -> Any:
 @pytest.fixture(autouse=True)
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr('torchgeo_macl.tasks.retrieval.timm.create_model', _tiny_timm)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Intra-op threads spin when the two cores are shared with other work; one
-    # thread keeps the tiny models fast and the timings steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _demo_args(out: Path, num_images: int) -> list[str]:
@@ -117,6 +100,8 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert report.startswith('# torchgeo-macl demo\n')
     assert '| metric | MACL | SUPCON |' in report
     table = _table(report)
+    # the table has every fraction and every gain, none missing
+    assert sorted(TABLE_METRICS) == sorted(UNIT_METRICS + GAIN_METRICS)
     expected = [f'{name}@{k}' for name in TABLE_METRICS for k in ks]
     assert list(table) == expected
     for figure in FIGURES:

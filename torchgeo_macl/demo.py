@@ -14,12 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ._io import atomic_save_figure, atomic_write_text
+
+if TYPE_CHECKING:
+    from .datamodules import DLRSDRetrievalDataModule
 
 #: Metrics shown in the report's main table, at every cut-off.
 TABLE_METRICS = (
@@ -87,22 +90,38 @@ class LossRun:
     seconds: float
 
 
-def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.loggers import CSVLogger
+def _datamodule(cfg: DemoConfig, data_root: Path) -> DLRSDRetrievalDataModule:
+    """Build the datamodule of the synthetic archive with the demo's settings.
 
+    Its ``predict_dataloader`` serves the database (train + val).
+
+    Args:
+        cfg: Settings.
+        data_root: Folder of the synthetic archive.
+
+    Returns:
+        The datamodule, not yet set up.
+    """
     from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
-    from torchgeo_macl.tasks import RetrievalTask
 
-    start = time.perf_counter()
-    seed_everything(cfg.seed, verbose=False)
-    dm = DLRSDRetrievalDataModule(
+    return DLRSDRetrievalDataModule(
         root=str(data_root),
         batch_size=cfg.batch_size,
         image_size=cfg.train_size,
         seed=cfg.seed,
         split_seed=cfg.seed,
     )
+
+
+def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.loggers import CSVLogger
+
+    from torchgeo_macl.tasks import RetrievalTask
+
+    start = time.perf_counter()
+    seed_everything(cfg.seed, verbose=False)
+    dm = _datamodule(cfg, data_root)
     task = RetrievalTask(
         model=cfg.model,
         loss=loss,
@@ -232,7 +251,6 @@ def run_demo(cfg: DemoConfig) -> Path:
         ValueError: If the archive is too small for a validation split of more than
             20 images (models are selected by validation mAP@20).
     """
-    from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
     from torchgeo_macl.datasets import DLRSD, make_synthetic_dlrsd
     from torchgeo_macl.search import (
         ArchiveInfo,
@@ -269,14 +287,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     # index the database with the first loss's model and run example searches
     print('[demo] indexing the database and searching')
     task = load_task(runs[0].checkpoint)
-    dm = DLRSDRetrievalDataModule(
-        root=str(data_root),
-        batch_size=cfg.batch_size,
-        image_size=cfg.train_size,
-        seed=cfg.seed,
-        split_seed=cfg.seed,
-        predict_split='database',
-    )
+    dm = _datamodule(cfg, data_root)
     dm.setup('predict')
     embeddings, ids, labels = embed_datamodule(
         task, dm, accelerator='cpu', progress=cfg.progress

@@ -70,7 +70,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -349,70 +349,61 @@ def bench_loss_share(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def median_columns(
+    rows: list[dict[str, Any]], columns: Mapping[str, tuple[str, int]]
+) -> tuple[list[list[str]], list[str]]:
+    """Format the values of some columns of each row, and their medians.
+
+    Args:
+        rows: Measurements, one dict a row.
+        columns: ``key: (title, decimals)`` of each column, in order.
+
+    Returns:
+        The cells of each row, and the median of each column, as text.
+    """
+    cells = [[f'{row[key]:.{d}f}' for key, (_, d) in columns.items()] for row in rows]
+    medians = [
+        f'{statistics.median(row[key] for row in rows):.{d}f}'
+        for key, (_, d) in columns.items()
+    ]
+    return cells, medians
+
+
 def throughput_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Per-round images/s and ratios, then the medians."""
-    header = [
-        'round',
-        'first',
-        'RetrievalTask img/s',
-        'SimCLR img/s',
-        'ratio',
-        'ratio by CPU time',
-        'CPU s/s (R)',
-        'CPU s/s (S)',
-        'views % (R)',
-        'views % (S)',
-    ]
-    keys = [
-        'RetrievalTask',
-        'SimCLR',
-        'ratio',
-        'ratio_cpu',
-        'RetrievalTask cpu',
-        'SimCLR cpu',
-        'RetrievalTask views',
-        'SimCLR views',
-    ]
-    digits = [1, 1, 3, 3, 2, 2, 1, 1]
-    lines = [
-        [str(row['round']), str(row['first'])]
-        + [f'{row[k]:.{d}f}' for k, d in zip(keys, digits)]
-        for row in rows
-    ]
-    medians = [
-        f'{statistics.median(row[k] for row in rows):.{d}f}'
-        for k, d in zip(keys, digits)
-    ]
+    columns = {
+        'RetrievalTask': ('RetrievalTask img/s', 1),
+        'SimCLR': ('SimCLR img/s', 1),
+        'ratio': ('ratio', 3),
+        'ratio_cpu': ('ratio by CPU time', 3),
+        'RetrievalTask cpu': ('CPU s/s (R)', 2),
+        'SimCLR cpu': ('CPU s/s (S)', 2),
+        'RetrievalTask views': ('views % (R)', 1),
+        'SimCLR views': ('views % (S)', 1),
+    }
+    cells, medians = median_columns(rows, columns)
     if markdown:
         medians[2:4] = [f'**{m}**' for m in medians[2:4]]
+    header = ['round', 'first', *(title for title, _ in columns.values())]
+    lines = [[str(row['round']), str(row['first']), *c] for row, c in zip(rows, cells)]
     lines.append(['median', '', *medians])
     return render_table(header, lines, markdown)
 
 
 def share_table(rows: list[dict[str, Any]], markdown: bool) -> str:
     """Per-step loss timings and shares, then the medians."""
-    header = [
-        'step',
-        'step ms',
-        'loss fwd ms',
-        'loss bwd ms',
-        'loss share %',
-        'replay fwd+grad ms',
-        'replay share %',
-    ]
-    keys = ['step_ms', 'fwd_ms', 'bwd_ms', 'share', 'replay_ms', 'replay_share']
-    digits = [0, 1, 1, 2, 1, 2]
-    lines = [
-        [str(row['step'])] + [f'{row[k]:.{d}f}' for k, d in zip(keys, digits)]
-        for row in rows
-    ]
-    lines.append(
-        ['median']
-        + [
-            f'{statistics.median(row[k] for row in rows):.{d}f}'
-            for k, d in zip(keys, digits)
-        ]
-    )
+    columns = {
+        'step_ms': ('step ms', 0),
+        'fwd_ms': ('loss fwd ms', 1),
+        'bwd_ms': ('loss bwd ms', 1),
+        'share': ('loss share %', 2),
+        'replay_ms': ('replay fwd+grad ms', 1),
+        'replay_share': ('replay share %', 2),
+    }
+    cells, medians = median_columns(rows, columns)
+    header = ['step', *(title for title, _ in columns.values())]
+    lines = [[str(row['step']), *c] for row, c in zip(rows, cells)]
+    lines.append(['median', *medians])
     return render_table(header, lines, markdown)
 
 

@@ -32,9 +32,10 @@ from torchgeo_macl.search import (
 from torchgeo_macl.search.archive import ARCHIVE_FORMAT_VERSION
 from torchgeo_macl.tasks import RetrievalTask
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore::rasterio.errors.NotGeoreferencedWarning'
-)
+pytestmark = [
+    pytest.mark.filterwarnings('ignore::rasterio.errors.NotGeoreferencedWarning'),
+    pytest.mark.usefixtures('one_thread'),
+]
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -53,16 +54,6 @@ def tiny_models() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr('torchgeo_macl.tasks.retrieval.timm.create_model', _tiny_timm)
         yield
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread() -> Iterator[None]:
-    # Intra-op threads spin when the two cores are shared with other work; one
-    # thread keeps these tiny models fast and their timings steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _train(
@@ -379,12 +370,22 @@ def test_embed_images_mixed_sizes_match_one_by_one(archive: Archive) -> None:
 # ----------------------------------------------------------------------------------
 
 
+def _search_fails(
+    indexed: Archive,
+    query: str,
+    capsys: pytest.CaptureFixture[str],
+    ckpt: Path | None = None,
+) -> str:
+    """Run ``search``, check that it fails, and return its standard error."""
+    assert main(_search(indexed, query, ckpt=ckpt)) == 1
+    return capsys.readouterr().err
+
+
 def test_search_with_another_checkpoint_fails(
     indexed: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=indexed.other_ckpt)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys, ckpt=indexed.other_ckpt)
     assert err.startswith('torchgeo-macl search: error: ')
     assert 'does not match the index' in err
     assert indexed.fingerprint in err
@@ -399,8 +400,7 @@ def test_search_four_band_geotiff_fails(
         path, 'w', driver='GTiff', width=32, height=32, count=4, dtype='uint8'
     ) as dst:
         dst.write(np.full((4, 32, 32), 100, dtype=np.uint8))
-    assert main(_search(indexed, str(path))) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, str(path), capsys)
     assert 'torchgeo-macl search: error:' in err
     assert '4 bands' in err
     assert 'expects 3' in err
@@ -412,8 +412,7 @@ def test_search_grayscale_png_fails(
 ) -> None:
     path = tmp_path / 'gray.png'
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(path)
-    assert main(_search(indexed, str(path))) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, str(path), capsys)
     assert '1 bands' in err
     assert str(path) in err
 
@@ -422,8 +421,7 @@ def test_search_grayscale_png_fails(
 def test_search_unknown_query_fails(
     indexed: Archive, query: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_search(indexed, query)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys)
     assert 'torchgeo-macl search: error:' in err
     assert repr(query) in err
     assert 'neither an image file nor an id of the index' in err
@@ -434,8 +432,7 @@ def test_search_missing_checkpoint_fails(
 ) -> None:
     missing = tmp_path / 'missing.ckpt'
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=missing)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys, ckpt=missing)
     assert 'checkpoint not found' in err
     assert str(missing) in err
 
@@ -447,8 +444,7 @@ def test_search_invalid_checkpoint_fails(
     bad = tmp_path / 'bad.ckpt'
     bad.write_bytes(content)
     query = min(load_archive_info(indexed.index).sources)
-    assert main(_search(indexed, query, ckpt=bad)) == 1
-    err = capsys.readouterr().err
+    err = _search_fails(indexed, query, capsys, ckpt=bad)
     assert f'{bad} is not a RetrievalTask checkpoint' in err
 
 

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,6 +16,8 @@ from torch import Tensor
 import torchgeo_macl.search.index as index_module
 from torchgeo_macl import _io
 from torchgeo_macl.search import EmbeddingIndex
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def clustered(
@@ -55,16 +56,6 @@ def random_labels(n: int, seed: int = 0) -> Tensor:
 @pytest.fixture(scope='module')
 def data() -> tuple[Tensor, Tensor]:
     return clustered(8000)
-
-
-@pytest.fixture(autouse=True, scope='module')
-def single_faiss_thread() -> Iterator[None]:
-    # OpenMP teams stall when the cores are shared with other work; one thread
-    # keeps these small indexes fast and their timings steady.
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------

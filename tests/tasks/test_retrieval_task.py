@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -96,36 +97,34 @@ def _task(**kwargs: Any) -> RetrievalTask:
     return RetrievalTask(**defaults)
 
 
-def _trainer(out: Path, epochs: int, **kwargs: Any) -> Trainer:
-    return Trainer(
-        accelerator='cpu',
-        max_epochs=epochs,
-        default_root_dir=out,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        **kwargs,
-    )
+@pytest.fixture
+def make_trainer(quiet_trainer: Callable[..., Trainer]) -> Callable[..., Trainer]:
+    """Build deterministic CPU trainers: ``make_trainer(root, epochs, **kwargs)``."""
+
+    def build(out: Path, epochs: int, **kwargs: Any) -> Trainer:
+        return quiet_trainer(
+            out, max_epochs=epochs, num_sanity_val_steps=0, deterministic=True, **kwargs
+        )
+
+    return build
 
 
 def test_resume_reproduces_uninterrupted_run(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
     from lightning.pytorch import seed_everything
 
     seed_everything(0)
-    trainer = _trainer(tmp_path / 'full', 2)
+    trainer = make_trainer(tmp_path / 'full', 2)
     trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
     full = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     seed_everything(0)
-    first = _trainer(tmp_path / 'part', 1)
+    first = make_trainer(tmp_path / 'part', 1)
     first.fit(_task(), datamodule=_datamodule(synthetic_root))
     ckpt = glob.glob(str(tmp_path / 'part' / '**' / 'last.ckpt'), recursive=True)[0]
     seed_everything(123)  # the checkpoint must restore every random state itself
-    second = _trainer(tmp_path / 'part', 2)
+    second = make_trainer(tmp_path / 'part', 2)
     second.fit(_task(), datamodule=_datamodule(synthetic_root), ckpt_path=ckpt)
     resumed = {k: float(v) for k, v in second.callback_metrics.items()}
     assert 'val_mAP@5' in full
@@ -134,9 +133,9 @@ def test_resume_reproduces_uninterrupted_run(
 
 
 def test_checkpoint_loads_with_weights_only(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
-    trainer = _trainer(tmp_path, 1, limit_train_batches=1)
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=1)
     trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
     ckpt = glob.glob(str(tmp_path / '**' / 'last.ckpt'), recursive=True)[0]
     data = torch.load(ckpt, map_location='cpu', weights_only=True)
@@ -208,9 +207,11 @@ def test_weights_from_local_file_and_name(
         assert torch.equal(task.backbone.state_dict()[key], value)
 
 
-def test_predict_returns_normalised_embeddings(synthetic_root: Path) -> None:
+def test_predict_returns_normalised_embeddings(
+    synthetic_root: Path, make_trainer: Callable[..., Trainer]
+) -> None:
     dm = _datamodule(synthetic_root)
-    trainer = _trainer(Path('.'), 1)
+    trainer = make_trainer(Path('.'), 1)
     out: Any = trainer.predict(_task(num_classes=17), datamodule=dm)
     emb = torch.cat([o['embedding'] for o in out])
     idx = torch.cat([o['index'] for o in out])
@@ -219,8 +220,10 @@ def test_predict_returns_normalised_embeddings(synthetic_root: Path) -> None:
     assert sorted(idx.tolist()) == list(range(len(emb)))
 
 
-def test_aux_segmentation_and_smp_encoder(synthetic_root: Path, tmp_path: Path) -> None:
-    trainer = _trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
+def test_aux_segmentation_and_smp_encoder(
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
+) -> None:
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
     task = _task(model='smp:resnet18', aux_seg_weight=0.5, mask_aware_views=True)
     trainer.fit(task, datamodule=_datamodule(synthetic_root))
     assert task.decoder is not None
@@ -228,15 +231,17 @@ def test_aux_segmentation_and_smp_encoder(synthetic_root: Path, tmp_path: Path) 
     assert torch.isfinite(trainer.callback_metrics['train_loss'])
 
 
-def test_bad_configurations(synthetic_root: Path, tmp_path: Path) -> None:
+def test_bad_configurations(
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
+) -> None:
     with pytest.raises(ValueError, match="unknown loss 'triplet'"):
         _task(loss='triplet')
     with pytest.raises(ValueError, match='num_classes=5 but the datamodule'):
-        _trainer(tmp_path, 1).fit(
+        make_trainer(tmp_path, 1).fit(
             _task(num_classes=5), datamodule=_datamodule(synthetic_root)
         )
     with pytest.raises(ValueError, match='in_channels=4 but the datamodule'):
-        _trainer(tmp_path, 1).fit(
+        make_trainer(tmp_path, 1).fit(
             _task(in_channels=4), datamodule=_datamodule(synthetic_root)
         )
     with pytest.raises(
@@ -287,9 +292,9 @@ def test_scheduler_matches_the_written_out_schedule(warmup: int, epochs: int) ->
 
 
 def test_scheduler_follows_trainer_max_epochs(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
-    trainer = _trainer(tmp_path, 3, limit_train_batches=1, limit_val_batches=0)
+    trainer = make_trainer(tmp_path, 3, limit_train_batches=1, limit_val_batches=0)
     task = _task(warmup_epochs=1, lr=1.0)
     rates: list[float] = []
 
@@ -303,7 +308,10 @@ def test_scheduler_follows_trainer_max_epochs(
 
 
 def test_batches_are_normalised_once(
-    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_trainer: Callable[..., Trainer],
 ) -> None:
     import kornia
 
@@ -315,7 +323,7 @@ def test_batches_are_normalised_once(
         return original(image, *args)
 
     monkeypatch.setattr(kornia.enhance, 'normalize', count)
-    trainer = _trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
     assert calls == [8, 8, 8]  # two training batches, one validation batch
 
@@ -403,9 +411,9 @@ class _ScoredTask(RetrievalTask):
 
 
 def test_last_checkpoint_is_the_final_epoch(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
-    trainer = _trainer(tmp_path, 3, limit_train_batches=1)
+    trainer = make_trainer(tmp_path, 3, limit_train_batches=1)
     task = _ScoredTask(
         model='resnet18',
         embed_dim=8,
@@ -428,16 +436,18 @@ def test_last_checkpoint_is_the_final_epoch(
     assert state['global_step'] == trainer.global_step
 
 
-def test_user_checkpoint_callback_is_kept(synthetic_root: Path, tmp_path: Path) -> None:
+def test_user_checkpoint_callback_is_kept(
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
+) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     mine = ModelCheckpoint(dirpath=tmp_path / 'mine', filename='mine', save_top_k=1)
-    trainer = _trainer(tmp_path, 1, limit_train_batches=1, callbacks=[mine])
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=1, callbacks=[mine])
     trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
     assert trainer.checkpoint_callbacks == [mine]
     assert (tmp_path / 'mine' / 'mine.ckpt').is_file()
     # with Lightning's default callback only, the task's own two replace it
-    trainer = _trainer(tmp_path / 'default', 1, limit_train_batches=1)
+    trainer = make_trainer(tmp_path / 'default', 1, limit_train_batches=1)
     trainer.fit(_task(), datamodule=_datamodule(synthetic_root))
     (task_checkpoint,) = trainer.checkpoint_callbacks
     assert isinstance(task_checkpoint, ModelCheckpoint)
@@ -446,13 +456,13 @@ def test_user_checkpoint_callback_is_kept(synthetic_root: Path, tmp_path: Path) 
 
 
 def test_cut_offs_beyond_a_small_split_are_evaluated_at_its_size(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
     dm = _datamodule(synthetic_root)
     dm.setup('validate')
     n = len(dm.val_dataset)
     assert n <= 20
-    trainer = _trainer(tmp_path, 1, limit_train_batches=1)
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=1)
     task = _task(ks=(5, 20, 50), monitor='val_mAP@20')
     with pytest.warns(UserWarning, match=f'evaluated at {n - 1}'):
         trainer.fit(task, datamodule=dm)
@@ -466,12 +476,12 @@ def test_cut_offs_beyond_a_small_split_are_evaluated_at_its_size(
 
 
 def test_test_results_hold_what_the_test_ranked(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
     dm = _datamodule(synthetic_root)
     task = _task()
     assert task.test_results == {}
-    trainer = _trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=0)
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(task, datamodule=dm)
     logged = trainer.test(task, datamodule=dm, verbose=False)[0]
     results = task.test_results
