@@ -104,16 +104,14 @@ def ref_rankings(qe: Tensor, de: Tensor, exclude_self: bool) -> list[list[int]]:
 
 
 def ref_metrics(
-    qe: Tensor,
-    ql: Tensor,
-    de: Tensor,
-    dl: Tensor,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
     k: int,
     exclude_self: bool = False,
     relevance: str = 'any',
     threshold: float = 0.5,
 ) -> dict[str, list[float]]:
     """Per-query values of every metric, one query and one position at a time."""
+    qe, ql, de, dl = data
     out: dict[str, list[float]] = {name: [] for name in [*METRICS, 'AP_label']}
     ranks = ref_rankings(qe, de, exclude_self)
     qls = ql.tolist()
@@ -371,7 +369,7 @@ def test_ndcg_jaccard_equals_sklearn(seed: int, exclude_self: bool) -> None:
 @pytest.mark.parametrize('relevance', ['any', 'jaccard'])
 def test_equals_reference_loops(seed: int, k: int, relevance: str) -> None:
     data = random_data(seed)  # duplicated embeddings with different labels
-    expected = ref_metrics(*data, k, relevance=relevance)
+    expected = ref_metrics(data, k, relevance=relevance)
     for name in METRICS:
         ours = run(name, data, k, relevance=relevance, reduction='none')
         torch.testing.assert_close(
@@ -393,7 +391,7 @@ def test_equals_reference_loops_leave_one_out(k: int) -> None:
     x = torch.randn(40, 5, generator=g, dtype=torch.float64)
     y = (torch.rand(40, 4, generator=g) < 0.4).long()
     x[30:36] = x[:6]
-    expected = ref_metrics(x, y, x, y, k, exclude_self=True)
+    expected = ref_metrics((x, y, x, y), k, exclude_self=True)
     for name in METRICS:
         ours = run(name, (x, y, x, y), k, exclude_self=True, reduction='none')
         torch.testing.assert_close(

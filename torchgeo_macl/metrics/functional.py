@@ -34,12 +34,13 @@ and float64 embeddings give the same values whenever they give the same ranking.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterable
-from typing import Literal, SupportsIndex
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+from .._checks import check_fraction, check_ks, check_positive_int
 
 __all__ = (
     'average_cumulative_gain_at_k',
@@ -63,24 +64,6 @@ _LABEL_BLOCK = 1 << 22
 # ----------------------------------------------------------------------------------
 # Validation
 # ----------------------------------------------------------------------------------
-
-
-def _check_k(k: object, name: str = 'k') -> int:
-    if isinstance(k, bool) or not isinstance(k, SupportsIndex):
-        raise TypeError(f'{name} must be a positive integer, got {k!r}')
-    value = operator.index(k)
-    if value < 1:
-        raise ValueError(f'{name} must be a positive integer, got {k!r}')
-    return value
-
-
-def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
-    if not isinstance(ks, Iterable):
-        raise TypeError(f'ks must be an iterable of positive integers, got {ks!r}')
-    values = tuple(_check_k(k, 'every k in ks') for k in ks)
-    if not values:
-        raise ValueError('ks must contain at least one value of k')
-    return tuple(sorted(set(values)))
 
 
 def _check_embeddings(x: object, name: str) -> Tensor:
@@ -295,12 +278,9 @@ def _per_query(
         max_k,
         exclude_self,
     )
-    if not 0.0 < jaccard_threshold <= 1.0:
-        raise ValueError(
-            f'jaccard_threshold must be in (0, 1], got {jaccard_threshold}'
-        )
+    check_fraction(jaccard_threshold, 'jaccard_threshold')
     if chunk_size is not None:
-        chunk_size = _check_k(chunk_size, 'chunk_size')
+        chunk_size = check_positive_int(chunk_size, 'chunk_size')
 
     device = qe.device
     acc = _accumulation_dtype(device)
@@ -437,10 +417,14 @@ def _per_query(
         return {name: torch.cat(values) for name, values in parts.items()}
 
 
-def _reduce(values: Tensor, reduction: str) -> Tensor:
-    if reduction == 'mean':
-        return values.mean()
-    return values
+def _label_mean(values: Tensor, carried: Tensor) -> Tensor:
+    """Mean over the queries carrying each label of ``values`` [Q, ..., C]."""
+    count = carried.sum(dim=0).to(values.dtype)
+    while carried.ndim < values.ndim:
+        carried = carried.unsqueeze(1)
+        count = count.unsqueeze(0)
+    total = torch.where(carried, values, 0.0).sum(dim=0)
+    return torch.where(count > 0, total / count.clamp_min(1), math.nan)
 
 
 def _check_options(relevance: str, reduction: str) -> None:
@@ -463,9 +447,16 @@ def _single(
     reduction: str,
     chunk_size: int | None,
 ) -> Tensor:
+    """Evaluate one metric at one ``k``.
+
+    ``base`` is a name of :func:`_per_query` without the ``_jaccard`` suffix, which
+    ``relevance='jaccard'`` adds for the metrics that have a Jaccard variant.
+    """
     _check_options(relevance, reduction)
-    k = _check_k(k)
-    name = base + ('_jaccard' if relevance == 'jaccard' and base != 'ACG' else '')
+    k = check_positive_int(k, 'k')
+    name = base
+    if relevance == 'jaccard' and base not in ('ACG', 'AP_label'):
+        name += '_jaccard'
     values = _per_query(
         query_embeddings,
         query_labels,
@@ -477,7 +468,11 @@ def _single(
         chunk_size=chunk_size,
         want=frozenset({name}),
     )[name][:, 0]
-    return _reduce(values, reduction)
+    if reduction == 'none':
+        return values
+    if name == 'AP_label':
+        return _label_mean(values, query_labels.to(values.device).bool())
+    return values.mean()
 
 
 # ----------------------------------------------------------------------------------
@@ -824,32 +819,19 @@ def per_label_average_precision_at_k(
             non-finite embeddings, or an unknown option.
         TypeError: For inputs that are not floating point tensors.
     """
-    _check_options(relevance, reduction)
-    k = _check_k(k)
-    values = _per_query(
+    return _single(
+        'AP_label',
         query_embeddings,
         query_labels,
         database_embeddings,
         database_labels,
-        (k,),
-        exclude_self=exclude_self,
-        jaccard_threshold=jaccard_threshold,
-        chunk_size=chunk_size,
-        want=frozenset({'AP_label'}),
-    )['AP_label'][:, 0]
-    if reduction == 'none':
-        return values
-    return _label_mean(values, query_labels.to(values.device).bool())
-
-
-def _label_mean(values: Tensor, carried: Tensor) -> Tensor:
-    """Mean over the queries carrying each label of ``values`` [Q, ..., C]."""
-    count = carried.sum(dim=0).to(values.dtype)
-    while carried.ndim < values.ndim:
-        carried = carried.unsqueeze(1)
-        count = count.unsqueeze(0)
-    total = torch.where(carried, values, 0.0).sum(dim=0)
-    return torch.where(count > 0, total / count.clamp_min(1), math.nan)
+        k,
+        exclude_self,
+        relevance,
+        jaccard_threshold,
+        reduction,
+        chunk_size,
+    )
 
 
 def retrieval_metrics(
@@ -907,9 +889,8 @@ def retrieval_metrics(
             non-finite embeddings, or an option out of range.
         TypeError: For inputs that are not floating point tensors.
     """
-    ks = _check_ks(ks)
-    if not 0.0 < rare_fraction <= 1.0:
-        raise ValueError(f'rare_fraction must be in (0, 1], got {rare_fraction}')
+    ks = check_ks(ks)
+    check_fraction(rare_fraction, 'rare_fraction')
     want = {'P', 'AP', 'WAP', 'ACG', 'NDCG', 'AP_label'}
     if jaccard:
         want |= {'P_jaccard', 'AP_jaccard', 'WAP_jaccard', 'NDCG_jaccard'}

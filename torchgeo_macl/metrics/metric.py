@@ -11,7 +11,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from .functional import _check_ks, retrieval_metrics
+from .._checks import check_fraction, check_ks, check_positive_int
+from .functional import retrieval_metrics
 
 __all__ = ('RetrievalMetrics',)
 
@@ -43,22 +44,6 @@ class RetrievalMetrics(Metric):
     with repeated samples, so this makes a multi-process result identical to the
     single-process one. Without indexes the items keep their arrival order
     (process by process after a sync) and none is dropped.
-
-    Args:
-        ks: Cut-offs.
-        leave_one_out: Queries are the database, each query excluded from its
-            own ranking.
-        jaccard: Also compute the Jaccard-relevance variants.
-        jaccard_threshold: Threshold in (0, 1] for Jaccard relevance.
-        rare_fraction: Fraction in (0, 1] of labels counted as rare.
-        per_label: Also return the per-label values and the split sizes.
-        clip_ks: Evaluate a cut-off larger than the ranking at the ranking's
-            length instead of raising an error.
-        chunk_size: Queries ranked at once (default: automatic).
-        **kwargs: Passed to :class:`torchmetrics.Metric`.
-
-    Raises:
-        ValueError: If ``ks`` or another option is invalid.
     """
 
     is_differentiable = False
@@ -96,37 +81,24 @@ class RetrievalMetrics(Metric):
             per_label: Also return the per-label values and the split sizes.
             clip_ks: Evaluate a cut-off larger than the ranking at the ranking's
                 length instead of raising an error.
-        clip_ks: Evaluate a cut-off larger than the ranking at the ranking's
-            length instead of raising an error.
             chunk_size: Queries ranked at once (default: automatic).
             **kwargs: Passed to :class:`torchmetrics.Metric`.
 
         Raises:
-            ValueError: If ``ks`` or another option is invalid.
+            TypeError: If a cut-off or ``chunk_size`` is not an integer.
+            ValueError: If ``ks`` or another option is out of range.
         """
         super().__init__(**kwargs)
-        self.ks = _check_ks(ks)
-        if not 0.0 < jaccard_threshold <= 1.0:
-            raise ValueError(
-                f'jaccard_threshold must be in (0, 1], got {jaccard_threshold}'
-            )
-        if not 0.0 < rare_fraction <= 1.0:
-            raise ValueError(f'rare_fraction must be in (0, 1], got {rare_fraction}')
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, int)
-            or chunk_size < 1
-        ):
-            raise ValueError(
-                f'chunk_size must be a positive integer, got {chunk_size!r}'
-            )
+        self.ks = check_ks(ks)
         self.leave_one_out = leave_one_out
         self.jaccard = jaccard
-        self.jaccard_threshold = jaccard_threshold
-        self.rare_fraction = rare_fraction
+        self.jaccard_threshold = check_fraction(jaccard_threshold, 'jaccard_threshold')
+        self.rare_fraction = check_fraction(rare_fraction, 'rare_fraction')
         self.per_label = per_label
         self.clip_ks = clip_ks
-        self.chunk_size = chunk_size
+        self.chunk_size = (
+            None if chunk_size is None else check_positive_int(chunk_size, 'chunk_size')
+        )
         for role in ('query', 'database'):
             for part in ('embeddings', 'labels', 'indexes'):
                 self.add_state(f'{role}_{part}', default=[], dist_reduce_fx='cat')
