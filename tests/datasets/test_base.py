@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torch.utils.data import ConcatDataset
 
 from torchgeo_macl._compat import DatasetNotFoundError
@@ -108,6 +110,30 @@ class TestArchives:
         (tmp_path / cls.filename).write_text('bad')
         with pytest.raises(RuntimeError, match='Dataset found, but corrupted'):
             cls(tmp_path, checksum=True)
+
+    @pytest.mark.parametrize(
+        ('cls', 'index', 'value', 'shape'),
+        [(DLRSD, 0, 3, (8, 8)), (WHDLD, 1, 1, (8, 16))],
+        ids=['DLRSD', 'WHDLD'],
+    )
+    def test_mask_size_mismatch(
+        self,
+        tmp_path: Path,
+        copy_extracted: Callable[..., Path],
+        cls: type[RetrievalDataset],
+        index: int,
+        value: int,
+        shape: tuple[int, int],
+    ) -> None:
+        ds = cls(copy_extracted(cls, tmp_path))
+        assert ds.mask_paths is not None
+        Image.fromarray(np.full(shape, value, dtype=np.uint8)).save(
+            ds.mask_paths[index]
+        )
+        with pytest.raises(
+            ValueError, match=f'has size {shape[0]}x{shape[1]} but image'
+        ):
+            ds[index]
 
     def test_plot(self, any_dataset: RetrievalDataset) -> None:
         x = any_dataset[0]
