@@ -1,38 +1,30 @@
 """Helpers of the fake-data scripts ``tests/data/<name>/data.py``.
 
 Each script puts this folder on ``sys.path`` and imports what it needs, so every
-script still runs on its own: ``python tests/data/<name>/data.py``.
+script still runs on its own: ``python tests/data/<name>/data.py``. This module puts
+the repository root on ``sys.path`` too, so the scripts read the class lists and
+colours of the checkout's ``torchgeo_macl``.
 """
 
 import csv
 import hashlib
 import os
 import shutil
+import sys
 import zipfile
 from collections.abc import Sequence
 
 import numpy as np
 
+#: The repository root.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from torchgeo_macl.datasets import DLRSD, WHDLD
+
 #: The 17 classes of DLRSD and ML-AID, in column order.
-CLASSES_17 = (
-    'airplane',
-    'bare soil',
-    'buildings',
-    'cars',
-    'chaparral',
-    'court',
-    'dock',
-    'field',
-    'grass',
-    'mobile home',
-    'pavement',
-    'sand',
-    'sea',
-    'ship',
-    'tanks',
-    'trees',
-    'water',
-)
+CLASSES_17 = DLRSD.classes
+#: The class colours of the WHDLD masks.
+WHDLD_COLOURS = WHDLD.colormap
 
 #: A rectangle of a mask: (class, row0, row1, col0, col1).
 Rect = tuple[int, int, int, int, int]

@@ -1,11 +1,16 @@
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch.utils.data import ConcatDataset
 
 from torchgeo_macl._compat import DatasetNotFoundError
+from torchgeo_macl.datasets import DLRSD, MLAID, WHDLD
 from torchgeo_macl.datasets.base import (
     RetrievalDataset,
     load_rgb_image,
@@ -76,3 +81,70 @@ class TestPlotAndBase:
             ds._load_mask_array('x.png')
         with pytest.raises(ValueError, match='Invalid split'):
             ds._check_split('bad')
+
+
+class TestArchives:
+    def test_getitem(self, any_dataset: RetrievalDataset) -> None:
+        x = any_dataset[0]
+        masks = {'mask'} if any_dataset.has_masks else set()
+        assert set(x) == {'image', 'label', 'index'} | masks
+        assert x['image'].dtype == torch.float32
+        assert x['image'].shape == (3, 16, 16)
+        assert x['label'].dtype == torch.long
+        assert x['label'].shape == (len(any_dataset.classes),)
+        assert int(x['index']) == 0
+        if masks:
+            assert x['mask'].dtype == torch.long
+            assert x['mask'].shape == (16, 16)
+            present = torch.zeros(len(any_dataset.classes), dtype=torch.long)
+            present[x['mask'].unique()] = 1
+            assert torch.equal(x['label'], present)
+
+    def test_add(self, any_dataset: RetrievalDataset) -> None:
+        ds = any_dataset + any_dataset
+        assert isinstance(ds, ConcatDataset)
+        assert len(ds) == 2 * len(any_dataset)
+
+    @pytest.mark.parametrize('cls', [DLRSD, MLAID, WHDLD], ids=lambda c: c.__name__)
+    def test_corrupted(self, tmp_path: Path, cls: type[RetrievalDataset]) -> None:
+        (tmp_path / cls.filename).write_text('bad')
+        with pytest.raises(RuntimeError, match='Dataset found, but corrupted'):
+            cls(tmp_path, checksum=True)
+
+    @pytest.mark.parametrize(
+        ('cls', 'index', 'value', 'shape'),
+        [(DLRSD, 0, 3, (8, 8)), (WHDLD, 1, 1, (8, 16))],
+        ids=['DLRSD', 'WHDLD'],
+    )
+    def test_mask_size_mismatch(
+        self,
+        tmp_path: Path,
+        copy_extracted: Callable[..., Path],
+        cls: type[RetrievalDataset],
+        index: int,
+        value: int,
+        shape: tuple[int, int],
+    ) -> None:
+        ds = cls(copy_extracted(cls, tmp_path))
+        assert ds.mask_paths is not None
+        Image.fromarray(np.full(shape, value, dtype=np.uint8)).save(
+            ds.mask_paths[index]
+        )
+        with pytest.raises(
+            ValueError, match=f'has size {shape[0]}x{shape[1]} but image'
+        ):
+            ds[index]
+
+    def test_plot(self, any_dataset: RetrievalDataset) -> None:
+        x = any_dataset[0]
+        fig = any_dataset.plot(x, suptitle='Test')
+        assert isinstance(fig, Figure)
+        assert len(fig.axes) == (2 if any_dataset.has_masks else 1)
+        plt.close(fig)
+        fig = any_dataset.plot(x, show_titles=False)
+        assert fig.axes[0].get_title() == ''
+        plt.close(fig)
+        for prediction in (x['label'].clone(), 1 - x['label']):
+            fig = any_dataset.plot({**x, 'prediction': prediction})
+            assert 'Predicted: ' in fig.texts[0].get_text()
+            plt.close(fig)

@@ -1,6 +1,6 @@
 """Multi-label retrieval datasets: DLRSD, ML-AID, WHDLD and a synthetic archive."""
 
-from .base import RetrievalDataset
+from .base import MaskRetrievalDataset, RetrievalDataset
 from .dlrsd import DLRSD
 from .masks import labels_from_pixel_counts
 from .mlaid import MLAID
@@ -12,6 +12,7 @@ __all__ = (
     'DLRSD',
     'MLAID',
     'WHDLD',
+    'MaskRetrievalDataset',
     'RetrievalDataset',
     'iterative_stratification',
     'labels_from_pixel_counts',

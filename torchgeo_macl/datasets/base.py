@@ -2,13 +2,16 @@
 
 :class:`RetrievalDataset` owns what every archive shares: the sample format, image
 loading, plotting, the seeded split of archives without an official one, labels
-from mask pixel counts, and finding archives that have to be downloaded by hand.
-A dataset file describes its archive's layout and little else.
+from a label table, and finding archives that have to be downloaded by hand.
+:class:`MaskRetrievalDataset` adds what the archives of images with segmentation
+masks share: finding image and mask pairs, and labels from mask pixel counts. A
+dataset file describes its archive's layout and little else.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -25,13 +28,20 @@ from torch import Tensor
 
 from .._compat import DatasetNotFoundError, NonGeoDataset, extract_archive
 from .._io import verify_zip
-from .masks import labels_from_pixel_counts, load_or_compute_pixel_counts
-from .splits import load_or_create_split, split_file_name
-from .utils import PathLike
+from .masks import (
+    check_min_pixel_fraction,
+    decode_index_mask,
+    labels_from_pixel_counts,
+    load_or_compute_pixel_counts,
+)
+from .splits import check_split_fractions, load_or_create_split, split_file_name
+from .utils import PathLike, lookup_labels, read_multilabel_csv
 
 __all__ = (
+    'MaskRetrievalDataset',
     'RetrievalDataset',
     'find_or_extract',
+    'image_id',
     'load_rgb_image',
     'manual_download_error',
     'plot_multilabel_sample',
@@ -117,6 +127,20 @@ def load_rgb_image(path: PathLike) -> Tensor:
         raise OSError(f'Could not decode image {os.fspath(path)!r}: {err}') from err
     # A channels-first view of the decoded HWC buffer (no extra copy).
     return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def image_id(folder: str, path: str) -> str:
+    """Identifier of an image: its path under ``folder``, without suffix.
+
+    Args:
+        folder: The folder the identifiers are relative to.
+        path: Image path.
+
+    Returns:
+        The relative path with ``/`` separators, for example ``'airport/airport_1'``.
+    """
+    rel = os.path.relpath(path, folder)
+    return os.path.splitext(rel)[0].replace(os.sep, '/')
 
 
 def _display_image(image: Tensor) -> NDArray[np.float64]:
@@ -237,10 +261,10 @@ class RetrievalDataset(NonGeoDataset):
     """Base class of the multi-label retrieval datasets.
 
     Subclasses describe their archive in class attributes, call ``__init__`` of
-    this class, set ``image_paths``, ``mask_paths`` (or None), ``ids``, ``labels``
-    and ``min_pixel_fraction`` (most through :meth:`_select_split`,
-    :meth:`_split_by_masks` and :meth:`_set_labels`), and implement
-    :meth:`_load_mask_array` if they have masks.
+    this class, and set ``image_paths``, ``mask_paths`` (or None), ``ids``,
+    ``labels`` and ``min_pixel_fraction`` (most through :meth:`_select_split`,
+    :meth:`_csv_labels` and :meth:`_set_labels`). Archives with masks derive from
+    :class:`MaskRetrievalDataset`.
 
     Samples are ``{'image': float32 [3, H, W] in 0..255, 'label': long multi-hot
     [C], 'mask': long [H, W] (datasets with masks, unless ``load_masks`` is False),
@@ -280,6 +304,8 @@ class RetrievalDataset(NonGeoDataset):
     directory: ClassVar[str] = ''
     #: Name of the zip archive, under ``root``.
     filename: ClassVar[str] = ''
+    #: Name of the label table under :attr:`directory` ('' when there is none).
+    csv_filename: ClassVar[str] = ''
     #: Download address of the archive ('' when it has to be downloaded by hand).
     url: ClassVar[str] = ''
     #: Where to get an archive that cannot be downloaded automatically.
@@ -426,51 +452,6 @@ class RetrievalDataset(NonGeoDataset):
         self.mask_paths = None if mask_paths is None else [mask_paths[r] for r in rows]
         return rows
 
-    def _split_by_masks(
-        self,
-        split_dir: str,
-        ids: Sequence[str],
-        image_paths: Sequence[str],
-        mask_paths: Sequence[str],
-        fractions: Mapping[str, float],
-    ) -> tuple[NDArray[np.int64], Callable[[], NDArray[np.int64]]]:
-        """Split an archive with masks, stratified on the classes present in them.
-
-        The per-class pixel counts of every mask are cached in ``split_dir`` and
-        computed at most once, when first needed. The split does not depend on
-        :attr:`min_pixel_fraction`.
-
-        Args:
-            split_dir: Directory of the split file and the pixel-count cache.
-            ids: Every image id of the archive, sorted.
-            image_paths: Image file of every id.
-            mask_paths: Mask file of every id.
-            fractions: Fraction of every split, in split order.
-
-        Returns:
-            The rows of :attr:`split` (see :meth:`_select_split`) and a function
-            returning the pixel counts [len(ids), C] of the whole archive.
-
-        Raises:
-            ValueError: If the split file or a mask is invalid (the message names
-                the file).
-        """
-        cache_path = os.path.join(split_dir, f'{self.file_prefix}_pixel_counts.npz')
-        counts = functools.cache(
-            lambda: load_or_compute_pixel_counts(
-                cache_path, ids, mask_paths, self._load_mask_array, len(self.classes)
-            )
-        )
-        rows = self._select_split(
-            ids,
-            image_paths,
-            mask_paths,
-            lambda: labels_from_pixel_counts(counts()),
-            split_dir,
-            fractions,
-        )
-        return rows, counts
-
     def _set_labels(self, labels: NDArray[np.int64]) -> None:
         """Store the multi-hot labels of the split's samples.
 
@@ -479,15 +460,44 @@ class RetrievalDataset(NonGeoDataset):
         """
         self.labels = torch.from_numpy(labels.reshape(len(self.ids), len(self.classes)))
 
-    def _not_found(self) -> DatasetNotFoundError:
+    def _csv_labels(
+        self, stems: Sequence[str], names: Sequence[str] | None = None
+    ) -> NDArray[np.int64]:
+        """Read the label rows of some images from the label table.
+
+        Args:
+            stems: File name of every image without extension, in sample order.
+            names: How each image is named in error messages (default: its stem).
+
+        Returns:
+            int64 [len(stems), C].
+
+        Raises:
+            ValueError: If the table is invalid or has no row for an image (the
+                message names the file).
+        """
+        path = os.path.join(self.root, self.directory, self.csv_filename)
+        table = read_multilabel_csv(path, self.classes)
+        return lookup_labels(table, stems, path, len(self.classes), names=names)
+
+    def _not_found(self, empty: bool = False) -> DatasetNotFoundError:
         """Build the error raised when the dataset is not found.
+
+        Args:
+            empty: Whether the extracted folder exists but holds no images; the
+                error of a downloadable archive then names the first path of
+                :attr:`layout`.
 
         Returns:
             For an archive downloaded by hand (:attr:`source` set), an error naming
             :attr:`source` and the expected :attr:`layout`; otherwise TorchGeo's.
         """
         if not self.source:
-            return DatasetNotFoundError(self)
+            err = DatasetNotFoundError(self)
+            if empty and self.layout:
+                expected = os.path.join(self.root, *self.layout[0][0].split('/'))
+                err.args = (f'{err.args[0]} No images found: expected {expected}.',)
+            return err
         lines = [
             f'  {os.path.join(self.root, *path.split("/"))}{note}'
             for path, note in self.layout
@@ -585,3 +595,166 @@ class RetrievalDataset(NonGeoDataset):
         return plot_multilabel_sample(
             sample, self.classes, self.colormap, show_titles, suptitle
         )
+
+
+class MaskRetrievalDataset(RetrievalDataset):
+    """Base class of the archives of images with segmentation masks.
+
+    A subclass names where its images and masks lie (:attr:`image_folder`,
+    :attr:`image_pattern`, :attr:`mask_folder`, :attr:`mask_suffix`) and overrides
+    :meth:`_load_mask_array` when its masks are not index-coded.
+
+    The identifier of an image is its path under :attr:`image_folder` without
+    suffix; its mask is ``<mask_folder>/<id><mask_suffix>``. Labels come from the
+    masks: class c is present when its pixel fraction is at least
+    ``min_pixel_fraction`` (0 means any pixel). A seeded multi-label-stratified
+    train/val/test split is written once to ``<root>/<directory>/splits/`` and
+    reused, next to a cache of the per-class pixel counts of every mask.
+    """
+
+    has_masks: ClassVar[bool] = True
+    #: Folder of the images, under :attr:`directory`.
+    image_folder: ClassVar[str] = 'Images'
+    #: Glob pattern of the images, under :attr:`image_folder`.
+    image_pattern: ClassVar[str] = ''
+    #: Folder of the masks, under :attr:`directory`.
+    mask_folder: ClassVar[str] = ''
+    #: Suffix of the mask files.
+    mask_suffix: ClassVar[str] = '.png'
+
+    def __init__(
+        self,
+        root: PathLike = 'data',
+        split: str = 'train',
+        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+        download: bool = False,
+        checksum: bool = False,
+        min_pixel_fraction: float = 0.0,
+        split_seed: int = 0,
+        split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        load_masks: bool = True,
+    ) -> None:
+        """Initialize a new dataset instance.
+
+        Args:
+            root: Root directory where the dataset can be found.
+            split: One of 'train', 'val' or 'test'.
+            transforms: A function/transform that takes a sample dict and returns a
+                transformed version.
+            download: If True, download the dataset and store it in ``root``
+                (datasets with a :attr:`url`); if the dataset is missing and has
+                no url, a DatasetNotFoundError explains where to get it.
+            checksum: If True, check the archive (:meth:`_check_archive`) before
+                extracting it.
+            min_pixel_fraction: Fraction of an image's pixels a class needs to count
+                as a label; 0 means any pixel.
+            split_seed: Seed of the stratified split; each seed has its own file.
+            split_fractions: Train, val and test fractions (positive, sum 1).
+            load_masks: If False, samples carry no ``'mask'`` and masks are not
+                decoded when loading samples (labels still come from them).
+
+        Raises:
+            DatasetNotFoundError: If the dataset is not found.
+            RuntimeError: If ``checksum`` is True and the archive is corrupted.
+            ValueError: If an argument, a split file or a mask is invalid (the
+                message names the file and the value).
+        """
+        super().__init__(root, split, transforms, download, checksum, split_seed)
+        self.min_pixel_fraction = check_min_pixel_fraction(min_pixel_fraction)
+        fractions = check_split_fractions(split_fractions, self.splits)
+        self.load_masks = load_masks
+
+        self._verify()
+
+        base = os.path.join(root, self.directory)
+        images = os.path.join(base, self.image_folder)
+        paths = sorted(glob.glob(os.path.join(images, self.image_pattern)))
+        if not paths:
+            raise self._not_found(empty=True)
+        ids = [image_id(images, p) for p in paths]
+        masks = [
+            os.path.join(base, self.mask_folder, i + self.mask_suffix) for i in ids
+        ]
+        rows, counts = self._split_by_masks(
+            os.path.join(base, 'splits'), ids, paths, masks, fractions
+        )
+        self._set_labels(self._split_labels(rows, counts))
+
+    def _split_by_masks(
+        self,
+        split_dir: str,
+        ids: Sequence[str],
+        image_paths: Sequence[str],
+        mask_paths: Sequence[str],
+        fractions: Mapping[str, float],
+    ) -> tuple[NDArray[np.int64], Callable[[], NDArray[np.int64]]]:
+        """Split an archive with masks, stratified on the classes present in them.
+
+        The per-class pixel counts of every mask are cached in ``split_dir`` and
+        computed at most once, when first needed. The split does not depend on
+        :attr:`min_pixel_fraction`.
+
+        Args:
+            split_dir: Directory of the split file and the pixel-count cache.
+            ids: Every image id of the archive, sorted.
+            image_paths: Image file of every id.
+            mask_paths: Mask file of every id.
+            fractions: Fraction of every split, in split order.
+
+        Returns:
+            The rows of :attr:`split` (see :meth:`_select_split`) and a function
+            returning the pixel counts [len(ids), C] of the whole archive.
+
+        Raises:
+            ValueError: If the split file or a mask is invalid (the message names
+                the file).
+        """
+        cache_path = os.path.join(split_dir, f'{self.file_prefix}_pixel_counts.npz')
+        counts = functools.cache(
+            lambda: load_or_compute_pixel_counts(
+                cache_path, ids, mask_paths, self._load_mask_array, len(self.classes)
+            )
+        )
+        rows = self._select_split(
+            ids,
+            image_paths,
+            mask_paths,
+            lambda: labels_from_pixel_counts(counts()),
+            split_dir,
+            fractions,
+        )
+        return rows, counts
+
+    def _split_labels(
+        self, rows: NDArray[np.int64], counts: Callable[[], NDArray[np.int64]]
+    ) -> NDArray[np.int64]:
+        """Labels of the split's images, from the pixel counts of their masks.
+
+        Args:
+            rows: The rows of :attr:`split` (see :meth:`_select_split`).
+            counts: Returns the pixel counts [N, C] of the whole archive.
+
+        Returns:
+            int64 [len(rows), C].
+        """
+        return labels_from_pixel_counts(counts()[rows], self.min_pixel_fraction)
+
+    def _load_mask_array(self, path: str) -> NDArray[np.int64]:
+        """Decode an index-coded mask (values 1..C) into class ids 0..C-1.
+
+        Args:
+            path: Mask file.
+
+        Returns:
+            int64 array [H, W].
+
+        Raises:
+            ValueError: If a value is outside 1..C (the message names the file).
+            OSError: If the file cannot be decoded (the message names it).
+        """
+        try:
+            with Image.open(path) as img:
+                array: NDArray[Any] = np.asarray(img)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise OSError(f'Could not decode mask {path!r}: {err}') from err
+        return decode_index_mask(array, path, len(self.classes))

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 from torch import Tensor
 
-from .._compat import DatasetNotFoundError, check_sha256, download_url
-from .base import RetrievalDataset
-from .masks import check_min_pixel_fraction, decode_index_mask, labels_from_pixel_counts
-from .splits import check_split_fractions
-from .utils import PathLike, lookup_labels, read_multilabel_csv
+from .._compat import check_sha256, download_url
+from .base import MaskRetrievalDataset
+from .masks import check_min_pixel_fraction
+from .utils import PathLike
 
 __all__ = ('DLRSD',)
 
 
-class DLRSD(RetrievalDataset):
+class DLRSD(MaskRetrievalDataset):
     """DLRSD dense-labelling dataset as a multi-label retrieval benchmark.
 
     The `DLRSD <https://sites.google.com/view/zhouwx/dataset>`__ dataset adds
@@ -86,6 +82,13 @@ class DLRSD(RetrievalDataset):
     sha256 = 'cb49d850855a7622c51b5f09dbdf98952e064b661f35cb105e8749513e75796f'
     directory = 'DLRSD'
     csv_filename = 'multilabels.csv'
+    image_pattern = '*/*.tif'
+    mask_folder = 'Labels'
+    layout: ClassVar[tuple[tuple[str, str], ...]] = (
+        ('DLRSD/Images/<scene>/<scene>NN.tif', ''),
+        ('DLRSD/Labels/<scene>/<scene>NN.png', ''),
+        ('DLRSD/multilabels.csv', ''),
+    )
 
     classes: ClassVar[tuple[str, ...]] = (
         'airplane',
@@ -126,7 +129,6 @@ class DLRSD(RetrievalDataset):
         (0, 255, 0),
         (0, 255, 255),
     )
-    has_masks: ClassVar[bool] = True
     label_sources: ClassVar[tuple[str, ...]] = ('mask', 'csv')
 
     def __init__(
@@ -167,70 +169,44 @@ class DLRSD(RetrievalDataset):
             ValueError: If an argument is invalid, or a split file, label file or
                 mask is invalid (the message names the file).
         """
-        super().__init__(root, split, transforms, download, checksum, split_seed)
         if label_source not in self.label_sources:
             raise ValueError(
                 f'Invalid label_source {label_source!r}; expected one of '
                 f'{self.label_sources}.'
             )
-        self.min_pixel_fraction = check_min_pixel_fraction(min_pixel_fraction)
-        if label_source == 'csv' and min_pixel_fraction > 0:
+        if label_source == 'csv' and check_min_pixel_fraction(min_pixel_fraction) > 0:
             raise ValueError(
                 "min_pixel_fraction only applies to label_source='mask', got "
                 f'{min_pixel_fraction} with the csv labels.'
             )
-        fractions = check_split_fractions(split_fractions, self.splits)
         self.label_source = label_source
-        self.load_masks = load_masks
-
-        self._verify()
-
-        base = os.path.join(root, self.directory)
-        paths = sorted(glob.glob(os.path.join(base, 'Images', '*', '*.tif')))
-        if not paths:
-            err = DatasetNotFoundError(self)
-            expected = os.path.join(base, 'Images', '<scene>', '<scene>NN.tif')
-            err.args = (f'{err.args[0]} No images found: expected {expected}.',)
-            raise err
-        ids = [
-            f'{os.path.basename(os.path.dirname(p))}/{os.path.splitext(os.path.basename(p))[0]}'
-            for p in paths
-        ]
-        masks = [os.path.join(base, 'Labels', i + '.png') for i in ids]
-        rows, counts = self._split_by_masks(
-            os.path.join(base, 'splits'), ids, paths, masks, fractions
+        super().__init__(
+            root,
+            split,
+            transforms,
+            download,
+            checksum,
+            min_pixel_fraction,
+            split_seed,
+            split_fractions,
+            load_masks,
         )
-        if label_source == 'mask':
-            labels = labels_from_pixel_counts(counts()[rows], self.min_pixel_fraction)
-        else:
-            csv_path = os.path.join(base, self.csv_filename)
-            labels = lookup_labels(
-                read_multilabel_csv(csv_path, self.classes),
-                [i.rsplit('/', 1)[-1] for i in self.ids],
-                csv_path,
-                len(self.classes),
-            )
-        self._set_labels(labels)
 
-    def _load_mask_array(self, path: str) -> NDArray[np.int64]:
-        """Decode a DLRSD mask (palette values 1..17) into class ids 0..16.
+    def _split_labels(
+        self, rows: NDArray[np.int64], counts: Callable[[], NDArray[np.int64]]
+    ) -> NDArray[np.int64]:
+        """Labels of the split's images, from the masks or from the label table.
 
         Args:
-            path: Mask file.
+            rows: The rows of :attr:`split` (see :meth:`_select_split`).
+            counts: Returns the pixel counts [N, C] of the whole archive.
 
         Returns:
-            int64 array [H, W].
-
-        Raises:
-            ValueError: If a value is outside 1..17 (the message names the file).
-            OSError: If the file cannot be decoded (the message names it).
+            int64 [len(rows), C].
         """
-        try:
-            with Image.open(path) as img:
-                array: NDArray[Any] = np.asarray(img)
-        except (OSError, SyntaxError, ValueError) as err:
-            raise OSError(f'Could not decode mask {path!r}: {err}') from err
-        return decode_index_mask(array, path, len(self.classes))
+        if self.label_source == 'csv':
+            return self._csv_labels([i.rsplit('/', 1)[-1] for i in self.ids])
+        return super()._split_labels(rows, counts)
 
     def _check_archive(self, path: str) -> bool:
         """Check the archive against its published SHA-256.

@@ -8,10 +8,10 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from .base import RetrievalDataset
+from .base import RetrievalDataset, image_id
 from .dlrsd import DLRSD
 from .splits import check_split_fractions
-from .utils import PathLike, lookup_labels, read_multilabel_csv
+from .utils import PathLike
 
 __all__ = ('MLAID',)
 
@@ -127,14 +127,9 @@ class MLAID(RetrievalDataset):
         paths = self._find_images(base, self.folders[split])
         if not paths:
             raise self._not_found()
-        ids = [self._image_id(base, p) for p in paths]
-        csv_path = os.path.join(base, self.csv_filename)
-        all_labels = lookup_labels(
-            read_multilabel_csv(csv_path, self.classes),
-            [os.path.splitext(os.path.basename(p))[0] for p in paths],
-            csv_path,
-            len(self.classes),
-            names=paths,
+        ids = [image_id(base, p) for p in paths]
+        all_labels = self._csv_labels(
+            [os.path.splitext(os.path.basename(p))[0] for p in paths], names=paths
         )
         if split == 'test':
             self.ids = ids
@@ -172,18 +167,4 @@ class MLAID(RetrievalDataset):
                 for f in filenames
                 if os.path.splitext(f)[1].lower() in self.extensions
             )
-        return sorted(found, key=lambda p: self._image_id(base, p))
-
-    @staticmethod
-    def _image_id(base: str, path: str) -> str:
-        """Identifier of an image: its path under ``AID_multilabel`` without suffix.
-
-        Args:
-            base: The ``AID_multilabel`` directory.
-            path: Image path.
-
-        Returns:
-            For example ``'images_tr/airport/airport_1'``.
-        """
-        rel = os.path.relpath(path, base)
-        return os.path.splitext(rel)[0].replace(os.sep, '/')
+        return sorted(found, key=lambda p: image_id(base, p))

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import glob
-import os
-from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from torch import Tensor
 
-from .base import RetrievalDataset
-from .masks import (
-    check_min_pixel_fraction,
-    decode_index_mask,
-    decode_rgb_mask,
-    labels_from_pixel_counts,
-)
-from .splits import check_split_fractions
-from .utils import PathLike
+from .base import MaskRetrievalDataset
+from .masks import decode_index_mask, decode_rgb_mask
 
 __all__ = ('WHDLD',)
 
@@ -34,7 +23,7 @@ _COLOURS: tuple[tuple[int, int, int], ...] = (
 )
 
 
-class WHDLD(RetrievalDataset):
+class WHDLD(MaskRetrievalDataset):
     """WHDLD (Wuhan Dense Labeling Dataset) as a multi-label retrieval benchmark.
 
     The `WHDLD <https://sites.google.com/view/zhouwx/dataset>`__ dataset holds 4940
@@ -76,6 +65,8 @@ class WHDLD(RetrievalDataset):
     file_prefix = 'whdld'
     directory = 'WHDLD'
     filename = 'WHDLD.zip'
+    image_pattern = '*.jpg'
+    mask_folder = 'ImagesPNG'
     source = (
         'the WHDLD page https://sites.google.com/view/zhouwx/dataset '
         '(Wuhan Dense Labeling Dataset)'
@@ -94,63 +85,6 @@ class WHDLD(RetrievalDataset):
         'water',
     )
     colormap: ClassVar[tuple[tuple[int, int, int], ...] | None] = _COLOURS
-    has_masks: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        root: PathLike = 'data',
-        split: str = 'train',
-        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
-        download: bool = False,
-        checksum: bool = False,
-        min_pixel_fraction: float = 0.0,
-        split_seed: int = 0,
-        split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
-        load_masks: bool = True,
-    ) -> None:
-        """Initialize a new WHDLD instance.
-
-        Args:
-            root: Root directory where the dataset can be found.
-            split: One of 'train', 'val' or 'test'.
-            transforms: A function/transform that takes a sample dict and returns a
-                transformed version.
-            download: WHDLD cannot be downloaded automatically; if the dataset is
-                missing a DatasetNotFoundError explains where to get it either way.
-            checksum: If True, check the CRC-32 of every member of
-                ``<root>/WHDLD.zip`` before extracting it.
-            min_pixel_fraction: Fraction of an image's pixels a class needs to count
-                as a label; 0 means any pixel.
-            split_seed: Seed of the stratified split; each seed has its own file.
-            split_fractions: Train, val and test fractions (positive, sum 1).
-            load_masks: If False, samples carry no ``'mask'`` and masks are not
-                decoded when loading samples (labels still come from them).
-
-        Raises:
-            DatasetNotFoundError: If the dataset is not found.
-            RuntimeError: If ``checksum`` is True and the archive is corrupted.
-            ValueError: If an argument, a split file or a mask is invalid (the
-                message names the file and the value).
-        """
-        super().__init__(root, split, transforms, download, checksum, split_seed)
-        self.min_pixel_fraction = check_min_pixel_fraction(min_pixel_fraction)
-        fractions = check_split_fractions(split_fractions, self.splits)
-        self.load_masks = load_masks
-
-        self._verify()
-
-        base = os.path.join(root, self.directory)
-        paths = sorted(glob.glob(os.path.join(base, 'Images', '*.jpg')))
-        if not paths:
-            raise self._not_found()
-        ids = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-        masks = [os.path.join(base, 'ImagesPNG', i + '.png') for i in ids]
-        rows, counts = self._split_by_masks(
-            os.path.join(base, 'splits'), ids, paths, masks, fractions
-        )
-        self._set_labels(
-            labels_from_pixel_counts(counts()[rows], self.min_pixel_fraction)
-        )
 
     def _load_mask_array(self, path: str) -> NDArray[np.int64]:
         """Decode a WHDLD mask in either encoding into class ids 0..5.

@@ -16,17 +16,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import finish_archive, fresh_folder, rect_mask
+from _common import WHDLD_COLOURS, finish_archive, fresh_folder, rect_mask
 
 SIZE = 16
-COLOURS = [
-    (255, 0, 0),
-    (255, 255, 0),
-    (192, 192, 0),
-    (0, 255, 0),
-    (128, 128, 128),
-    (0, 0, 255),
-]
+COLOURS = WHDLD_COLOURS
 # Per image: background class, then (class, row0, row1, col0, col1) rectangles.
 LAYOUTS = [
     (3, [(0, 0, 4, 0, 4)]),  # vegetation 240, building 16
