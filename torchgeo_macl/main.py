@@ -359,23 +359,15 @@ def _plugins(args: argparse.Namespace) -> int:
     arg('--no-progress', action='store_true', help='hide progress bars'),
 )
 def _demo(args: argparse.Namespace) -> int:
+    from dataclasses import fields
     from pathlib import Path
 
     from torchgeo_macl.demo import DemoConfig, run_demo
 
-    run_demo(
-        DemoConfig(
-            out=Path(args.out),
-            num_images=args.num_images,
-            image_size=args.image_size,
-            train_size=args.train_size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            model=args.model,
-            progress=not args.no_progress,
-        )
-    )
+    given = vars(args)
+    options = {f.name: given[f.name] for f in fields(DemoConfig) if f.name in given}
+    options.update(out=Path(args.out), progress=not args.no_progress)
+    run_demo(DemoConfig(**options))
     return 0
 
 

@@ -61,12 +61,10 @@ def pml_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Positive and negative pairs of the flattened views for pml's indices_tuple."""
     y = labels.repeat_interleave(VIEWS, 0).float()
     image = torch.arange(labels.shape[0]).repeat_interleave(VIEWS)
-    positive = (y @ y.T > 0) | (image[:, None] == image[None, :])
-    positive.fill_diagonal_(False)
-    negative = ~positive
-    negative.fill_diagonal_(False)
-    a1, p = positive.nonzero(as_tuple=True)
-    a2, n = negative.nonzero(as_tuple=True)
+    same_label = (y @ y.T > 0) | (image[:, None] == image[None, :])
+    other = ~torch.eye(len(y), dtype=torch.bool)
+    a1, p = (same_label & other).nonzero(as_tuple=True)
+    a2, n = (~same_label & other).nonzero(as_tuple=True)
     return a1, p, a2, n
 
 

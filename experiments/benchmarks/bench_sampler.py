@@ -68,12 +68,16 @@ def time_batches(batches: Iterable[list[int]], limit: int | None) -> float:
 def main() -> None:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--num-images', type=int, default=1_000_000)
-    parser.add_argument('--classes', type=int, default=17)
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--m', type=int, default=2)
-    parser.add_argument('--sigma', type=float, default=0.5)
-    parser.add_argument('--batches', type=int, default=None)
+    options: dict[str, tuple[type, int | float | None]] = {
+        '--num-images': (int, 1_000_000),
+        '--classes': (int, 17),
+        '--batch-size': (int, 64),
+        '--m': (int, 2),
+        '--sigma': (float, 0.5),
+        '--batches': (int, None),
+    }
+    for flag, (kind, default) in options.items():
+        parser.add_argument(flag, type=kind, default=default)
     args = parser.parse_args()
     torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import finish_archive, fresh_folder, header, write_csv
+from fake_archive import finish_archive, fresh_folder, header, write_csv
 
 SIZE = 16
 HEADER = header('IMAGE\\LABEL', '-')

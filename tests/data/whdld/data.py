@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import WHDLD_COLOURS, finish_archive, fresh_folder, rect_mask
+from fake_archive import WHDLD_COLOURS, finish_archive, fresh_folder, rect_mask
 
 SIZE = 16
 COLOURS = WHDLD_COLOURS
