@@ -3,6 +3,7 @@
 from .base import (
     EpochRandomSampler,
     IndexedConcatDataset,
+    MaskRetrievalDataModule,
     RetrievalDataModule,
     retrieval_collate,
 )
@@ -16,6 +17,7 @@ __all__ = (
     'EpochRandomSampler',
     'IndexedConcatDataset',
     'MLAIDRetrievalDataModule',
+    'MaskRetrievalDataModule',
     'RetrievalDataModule',
     'RetrievalDataSpec',
     'WHDLDRetrievalDataModule',

@@ -8,7 +8,7 @@ import importlib
 import inspect
 from collections import Counter
 from collections.abc import Iterator, Sequence, Sized
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from matplotlib.figure import Figure
@@ -17,11 +17,16 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 from torch.utils.data.dataloader import default_collate
 
 from .._compat import NonGeoDataModule
-from ..datasets.base import RetrievalDataset
+from ..datasets.base import MaskRetrievalDataset, RetrievalDataset
 from ..transforms.preprocess import normalize, resize
 from .spec import RetrievalDataSpec
 
-__all__ = ('IndexedConcatDataset', 'RetrievalDataModule', 'retrieval_collate')
+__all__ = (
+    'IndexedConcatDataset',
+    'MaskRetrievalDataModule',
+    'RetrievalDataModule',
+    'retrieval_collate',
+)
 
 #: ImageNet channel statistics in 0..255 units.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -556,3 +561,53 @@ class RetrievalDataModule(NonGeoDataModule):
         else:
             dataset = self._split('val')
         return dataset.plot(*args, **kwargs)
+
+
+class MaskRetrievalDataModule(RetrievalDataModule):
+    """Base LightningDataModule of the datasets with segmentation masks.
+
+    A subclass names its :class:`~torchgeo_macl.datasets.MaskRetrievalDataset` in
+    :attr:`mask_dataset_class`; this class takes the arguments those datasets share
+    and passes them on with the loading options of :class:`RetrievalDataModule`.
+    """
+
+    #: The dataset of the datamodule.
+    mask_dataset_class: ClassVar[type[MaskRetrievalDataset]]
+
+    def __init__(
+        self,
+        root: str = 'data',
+        min_pixel_fraction: float = 0.0,
+        split_seed: int = 0,
+        split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+        load_masks: bool = True,
+        download: bool = False,
+        checksum: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize a new datamodule instance.
+
+        Args:
+            root: Root directory of the dataset.
+            min_pixel_fraction: Pixel fraction a class needs to count as a label.
+            split_seed: Seed of the stratified split.
+            split_fractions: Train, val and test fractions.
+            load_masks: Whether batches carry the masks.
+            download: If True, download the dataset (datasets with a download
+                address).
+            checksum: If True, check the archive before extracting it.
+            **kwargs: Loading options of :class:`RetrievalDataModule`
+                (``batch_size``, ``num_workers``, ``image_size``, ``sampler``, ...)
+                and further arguments of :attr:`mask_dataset_class`.
+        """
+        super().__init__(
+            self.mask_dataset_class,
+            root=root,
+            min_pixel_fraction=min_pixel_fraction,
+            split_seed=split_seed,
+            split_fractions=tuple(split_fractions),
+            load_masks=load_masks,
+            download=download,
+            checksum=checksum,
+            **kwargs,
+        )

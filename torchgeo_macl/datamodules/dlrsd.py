@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..datasets import DLRSD
-from .base import RetrievalDataModule
+from .base import MaskRetrievalDataModule
 
 __all__ = ('DLRSDRetrievalDataModule',)
 
 
-class DLRSDRetrievalDataModule(RetrievalDataModule):
+class DLRSDRetrievalDataModule(MaskRetrievalDataModule):
     """LightningDataModule of :class:`~torchgeo_macl.datasets.DLRSD` for retrieval.
 
     Uses the stratified split files of the dataset; test and predict loaders give
@@ -18,42 +18,20 @@ class DLRSDRetrievalDataModule(RetrievalDataModule):
     mean and std (0..255 units): no per-channel statistics of DLRSD are published.
     """
 
+    mask_dataset_class = DLRSD
+
     def __init__(
-        self,
-        root: str = 'data',
-        label_source: str = 'mask',
-        min_pixel_fraction: float = 0.0,
-        split_seed: int = 0,
-        split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-        load_masks: bool = True,
-        download: bool = False,
-        checksum: bool = False,
-        **kwargs: Any,
+        self, root: str = 'data', label_source: str = 'mask', **kwargs: Any
     ) -> None:
         """Initialize a new DLRSDRetrievalDataModule instance.
 
         Args:
             root: Root directory of the dataset.
             label_source: 'mask' or 'csv'.
-            min_pixel_fraction: Pixel fraction a class needs to count as a label.
-            split_seed: Seed of the stratified split.
-            split_fractions: Train, val and test fractions.
-            load_masks: Whether batches carry the masks.
-            download: If True, download the dataset.
-            checksum: If True, check the SHA-256 of the archive.
-            **kwargs: Loading options of
+            **kwargs: Arguments of
+                :class:`~torchgeo_macl.datamodules.MaskRetrievalDataModule`
+                (``min_pixel_fraction``, ``split_seed``, ...) and loading options of
                 :class:`~torchgeo_macl.datamodules.RetrievalDataModule`
                 (``batch_size``, ``num_workers``, ``image_size``, ``sampler``, ...).
         """
-        super().__init__(
-            DLRSD,
-            root=root,
-            label_source=label_source,
-            min_pixel_fraction=min_pixel_fraction,
-            split_seed=split_seed,
-            split_fractions=tuple(split_fractions),
-            load_masks=load_masks,
-            download=download,
-            checksum=checksum,
-            **kwargs,
-        )
+        super().__init__(root=root, label_source=label_source, **kwargs)
