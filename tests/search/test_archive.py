@@ -392,28 +392,32 @@ def test_search_with_another_checkpoint_fails(
     assert indexed.other_fingerprint in err
 
 
-def test_search_four_band_geotiff_fails(
-    indexed: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / 'four.tif'
+def _four_band_geotiff(path: Path) -> None:
     with rasterio.open(
         path, 'w', driver='GTiff', width=32, height=32, count=4, dtype='uint8'
     ) as dst:
         dst.write(np.full((4, 32, 32), 100, dtype=np.uint8))
+
+
+def _grayscale_png(path: Path) -> None:
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(path)
+
+
+#: Query files with another number of bands than the model's 3: writer, bands.
+OTHER_BANDS = {'four.tif': (_four_band_geotiff, 4), 'gray.png': (_grayscale_png, 1)}
+
+
+@pytest.mark.parametrize('name', sorted(OTHER_BANDS))
+def test_search_image_with_other_bands_fails(
+    name: str, indexed: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write, bands = OTHER_BANDS[name]
+    path = tmp_path / name
+    write(path)
     err = _search_fails(indexed, str(path), capsys)
     assert 'torchgeo-macl search: error:' in err
-    assert '4 bands' in err
+    assert f'{bands} bands' in err
     assert 'expects 3' in err
-    assert str(path) in err
-
-
-def test_search_grayscale_png_fails(
-    indexed: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / 'gray.png'
-    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(path)
-    err = _search_fails(indexed, str(path), capsys)
-    assert '1 bands' in err
     assert str(path) in err
 
 

@@ -249,7 +249,7 @@ class LabelAwareBatchSampler(Sampler[list[int]]):
                     self._pick(
                         rng, carriers[ptr[c] : ptr[c + 1]], int(min(wanted[c], free[c]))
                     )
-                    for c in np.flatnonzero(wanted)
+                    for c in np.flatnonzero(wanted).tolist()
                 ]
                 all_picks = np.concatenate(picks)
                 _, first = np.unique(all_picks, return_index=True)
