@@ -181,3 +181,38 @@ def test_demo_too_small_archive(
     assert 'mAP@20' in err
     assert not (out / 'runs').exists()
     assert not (out / 'report.md').exists()
+
+
+def test_demo_refuses_a_folder_of_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'mine'
+    out.mkdir()
+    (out / 'report.md').write_text('my own report')
+    assert main(_demo_args(out, 240)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'torchgeo-macl demo: error: {out} holds files the demo')
+    assert (out / 'report.md').read_text() == 'my own report'
+    assert sorted(p.name for p in out.iterdir()) == ['report.md']
+
+
+def test_demo_output_is_reused_when_it_matches(tmp_path: Path) -> None:
+    from torchgeo_macl.demo import DEMO_MARKER, DemoConfig, prepare_output
+
+    cfg = DemoConfig(out=tmp_path / 'demo', num_images=30, image_size=16)
+    data = prepare_output(cfg)
+    image = next((data / 'DLRSD' / 'Images').rglob('*.tif'))
+    written = image.stat().st_mtime_ns
+    assert json.loads((cfg.out / DEMO_MARKER).read_text())['archive'] == {
+        'num_images': 30,
+        'image_size': 16,
+        'seed': 0,
+    }
+    # a rerun with the same settings keeps the archive
+    assert prepare_output(cfg) == data
+    assert image.stat().st_mtime_ns == written
+    # other settings write it again
+    other = DemoConfig(out=cfg.out, num_images=30, image_size=16, seed=1)
+    prepare_output(other)
+    assert json.loads((cfg.out / DEMO_MARKER).read_text())['archive']['seed'] == 1
+    assert len(list((data / 'DLRSD' / 'Images').rglob('*.tif'))) == 30

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
 from ._io import atomic_save_figure, atomic_write_text
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .datamodules import DLRSDRetrievalDataModule
+
+#: File that marks a folder as the demo's output, with the archive it holds.
+DEMO_MARKER = '.torchgeo-macl-demo.json'
+#: Fewest archive images the demo accepts: the validation split must hold more
+#: than 20 images (models are selected by validation mAP@20).
+MIN_IMAGES = 240
 
 #: Metrics shown in the report's main table, at every cut-off.
 TABLE_METRICS = (
@@ -136,6 +143,8 @@ def _train_and_evaluate(cfg: DemoConfig, loss: str, data_root: Path) -> LossRun:
         **cfg.extra_task_args,
     )
     run_dir = cfg.out / 'runs' / loss
+    # the demo's own folder (see prepare_output): a rerun starts the run afresh
+    shutil.rmtree(run_dir, ignore_errors=True)
     trainer = Trainer(
         accelerator='cpu',
         max_epochs=cfg.epochs,
@@ -191,7 +200,7 @@ def _plot_per_label(
     width = 0.8 / max(len(runs), 1)
     for i, run in enumerate(runs):
         ap = run.per_label_ap
-        values = [float(ap[c]) if torch.isfinite(ap[c]) else 0.0 for c in order]
+        values = [float(ap[c]) if math.isfinite(float(ap[c])) else 0.0 for c in order]
         ax.bar(
             [x + i * width for x in range(len(order))], values, width, label=run.loss
         )
@@ -238,6 +247,64 @@ def _plot_curves(runs: Sequence[LossRun], path: Path) -> None:
     _save_figure(fig, path)
 
 
+def prepare_output(cfg: DemoConfig) -> Path:
+    """Claim the output folder and write (or reuse) the synthetic archive in it.
+
+    The folder must be new, empty, or an earlier output of the demo (it holds
+    :data:`DEMO_MARKER`); a folder with other files is refused before anything is
+    written, so that no file of the user's is replaced. The archive of an earlier
+    run is reused when it was written with the same settings, and written again
+    otherwise.
+
+    Args:
+        cfg: Settings.
+
+    Returns:
+        The archive root (``<out>/data``).
+
+    Raises:
+        FileExistsError: If ``cfg.out`` is a file, or a folder with files the demo
+            did not write.
+    """
+    from torchgeo_macl.datasets import make_synthetic_dlrsd
+
+    out = cfg.out
+    marker = out / DEMO_MARKER
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f'{out} exists and is not a folder')
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise FileExistsError(
+            f'{out} holds files the demo did not write; choose a new or empty '
+            'folder (the demo writes report.md, metrics.json, pictures, runs/ and '
+            'data/ there)'
+        )
+    try:
+        recorded = json.loads(marker.read_text()).get('archive')
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    archive = {
+        'num_images': cfg.num_images,
+        'image_size': cfg.image_size,
+        'seed': cfg.seed,
+    }
+    data_root = out / 'data'
+    if recorded == archive and (data_root / 'DLRSD').is_dir():
+        print(f'[demo] synthetic archive: reusing {data_root / "DLRSD"}')
+        return data_root
+    # claim the folder first: an interrupted archive is written again next time
+    atomic_write_text(marker, json.dumps({'archive': None}) + '\n')
+    print(f'[demo] synthetic archive: {cfg.num_images} images of {cfg.image_size} px')
+    make_synthetic_dlrsd(
+        data_root,
+        num_images=cfg.num_images,
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+        overwrite=True,
+    )
+    atomic_write_text(marker, json.dumps({'archive': archive}, indent=1) + '\n')
+    return data_root
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     """Run the demo and write its report.
 
@@ -248,10 +315,12 @@ def run_demo(cfg: DemoConfig) -> Path:
         Path of ``report.md``.
 
     Raises:
+        FileExistsError: If the output folder holds files the demo did not write
+            (see :func:`prepare_output`).
         ValueError: If the archive is too small for a validation split of more than
             20 images (models are selected by validation mAP@20).
     """
-    from torchgeo_macl.datasets import DLRSD, make_synthetic_dlrsd
+    from torchgeo_macl.datasets import DLRSD
     from torchgeo_macl.search import (
         ArchiveInfo,
         EmbeddingIndex,
@@ -265,12 +334,13 @@ def run_demo(cfg: DemoConfig) -> Path:
     )
 
     start = time.perf_counter()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    data_root = cfg.out / 'data'
-    print(f'[demo] synthetic archive: {cfg.num_images} images of {cfg.image_size} px')
-    make_synthetic_dlrsd(
-        data_root, num_images=cfg.num_images, image_size=cfg.image_size, seed=cfg.seed
-    )
+    if cfg.num_images < MIN_IMAGES:
+        raise ValueError(
+            f'num_images={cfg.num_images} is too small for the demo: models are '
+            'selected by validation mAP@20, which needs a validation split of more '
+            f'than 20 images; use {MIN_IMAGES} images or more'
+        )
+    data_root = prepare_output(cfg)
     val_size = len(DLRSD(root=str(data_root), split='val', split_seed=cfg.seed))
     if val_size <= 20:
         raise ValueError(
@@ -306,6 +376,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     )
     save_archive_info(index_path, info)
     test = DLRSD(root=str(data_root), split='test', split_seed=cfg.seed)
+    import torch
+
     generator = torch.Generator().manual_seed(cfg.seed)
     picks = torch.randperm(len(test), generator=generator)[: cfg.queries].tolist()
     queries = [test.image_paths[i] for i in picks]

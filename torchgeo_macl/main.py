@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from torchgeo_macl import __version__
+from torchgeo_macl.demo import MIN_IMAGES as MIN_DEMO_IMAGES
 
 #: Subcommands forwarded to TorchGeo's LightningCLI.
 LIGHTNING_SUBCOMMANDS = ('fit', 'validate', 'test', 'predict')
@@ -327,7 +328,7 @@ def _plugins(args: argparse.Namespace) -> int:
         '--num-images',
         type=positive_int,
         default=840,
-        help='archive size (default: %(default)s)',
+        help=f'archive size, at least {MIN_DEMO_IMAGES} (default: %(default)s)',
     ),
     arg(
         '--image-size',
