@@ -31,7 +31,9 @@ from typing import Any
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = EXPERIMENTS_DIR.parent
 CONFIG_DIR = EXPERIMENTS_DIR / 'configs'
-RESULTS_DIR = EXPERIMENTS_DIR / 'results'
+#: Where runs and reports go by default: outside the committed results
+#: (``experiments/results``).
+RESULTS_DIR = REPO_ROOT / 'outputs' / 'experiments'
 #: Folder of the loss configs (``<loss>.yaml``), under the configs directory.
 LOSS_CONFIGS = 'losses'
 

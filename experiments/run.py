@@ -7,7 +7,9 @@ configs/<dataset>/base.yaml`` (the protocol shared by every loss on that dataset
 (``seed_everything`` and the sampler's ``data.init_args.seed``; the data split stays
 fixed by ``split_seed``), the ablation's, the command line's and the run directory.
 LightningCLI merges them (see ``run_config.py``); its dump of the result is written
-to ``<results>/runs/<dataset>/<method>/seed<k>/run_config.yaml`` (``method`` is the
+to ``<results>/runs/<dataset>/<method>/seed<k>/run_config.yaml`` (``<results>``:
+``outputs/experiments``, or ``--results``; the committed results are
+``experiments/results``; ``method`` is the
 loss, or ``<loss>+<ablation>``), so ``torchgeo-macl fit --config <that file>``
 repeats the training. The run trains and tests in this process (``training.py``):
 the checkpoint with the best monitored validation metric is tested
