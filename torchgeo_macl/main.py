@@ -375,6 +375,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _datamodule_from_config(path: str, image_size: int | None = None) -> Any:
     """Instantiate the datamodule of a YAML config (a ``data:`` section or bare).
 
+    The arguments are ``init_args`` and, as LightningCLI takes them for a class
+    with ``**kwargs``, ``dict_kwargs``.
+
     Args:
         path: The YAML file.
         image_size: Image size to use instead of the config's, for a retrieval
@@ -422,10 +425,13 @@ def _datamodule_from_config(path: str, image_size: int | None = None) -> Any:
     if target is None:
         raise ValueError(f'{path}: unknown datamodule {name!r}')
     init_args = section.get('init_args') or {}
-    if not isinstance(init_args, dict):
-        raise ValueError(  # noqa: TRY004 - a value of the file
-            f'{path}: init_args of {name} must be a mapping'
-        )
+    dict_kwargs = section.get('dict_kwargs') or {}
+    for key, value in (('init_args', init_args), ('dict_kwargs', dict_kwargs)):
+        if not isinstance(value, dict):
+            raise ValueError(  # noqa: TRY004 - a value of the file
+                f'{path}: {key} of {name} must be a mapping'
+            )
+    init_args = {**dict_kwargs, **init_args}
     from torchgeo_macl.datamodules import RetrievalDataModule
 
     if image_size is not None and issubclass(target, RetrievalDataModule):

@@ -10,6 +10,7 @@ from .base import (
 from .dlrsd import DLRSDRetrievalDataModule
 from .mlaid import MLAIDRetrievalDataModule
 from .spec import RetrievalDataSpec
+from .torchgeo_adapter import TorchGeoRetrievalDataModule, TorchGeoRetrievalSplit
 from .whdld import WHDLDRetrievalDataModule
 
 __all__ = (
@@ -20,6 +21,8 @@ __all__ = (
     'MaskRetrievalDataModule',
     'RetrievalDataModule',
     'RetrievalDataSpec',
+    'TorchGeoRetrievalDataModule',
+    'TorchGeoRetrievalSplit',
     'WHDLDRetrievalDataModule',
     'retrieval_collate',
 )
