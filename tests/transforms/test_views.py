@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from torchgeo_macl.transforms import ContrastiveViews, labels_from_masks
+from torchgeo_macl.transforms.views import NormalizedColorJitter
 
 
 def test_labels_from_masks_exact_counts() -> None:
@@ -170,3 +171,20 @@ def test_views_never_denormalise(monkeypatch: pytest.MonkeyPatch) -> None:
     high = ((255 - MEAN) / STD).view(1, 3, 1, 1)
     assert (view >= low - 1e-4).all()
     assert (view <= high + 1e-4).all()
+
+
+def test_jitter_keeps_images_of_other_units_in_their_range() -> None:
+    # 12 bands of reflectance normalised with min-max statistics (TorchGeo's
+    # BigEarthNet convention): valid values map to 0..1
+    torch.manual_seed(0)
+    low = torch.linspace(0.0, 1100.0, 12)
+    span = torch.full((12,), 9000.0)
+    jitter = NormalizedColorJitter(0.4, p=1.0)
+    jitter.set_normalization(low, span, low, low + span)
+    image = torch.rand(8, 12, 16, 16)
+    out = jitter(image)
+    assert out.min() >= 0.0
+    assert out.max() <= 1.0
+    # brightness and contrast change the images but do not crush them
+    assert float(out.std()) > 0.1
+    assert float((out - image).abs().mean()) < 0.3

@@ -406,7 +406,18 @@ class RetrievalDataModule(NonGeoDataModule):
             min_pixel_fraction=self.min_pixel_fraction,
             has_masks=self.has_masks,
             label_frequencies=self.label_frequencies if stage == 'fit' else None,
+            value_min=self.value_range[0],
+            value_max=self.value_range[1],
         )
+
+    @property
+    def value_range(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Lowest and highest valid value of the stored images (8-bit: 0 and 255).
+
+        Returns:
+            ``(value_min, value_max)``, one value or one per band each.
+        """
+        return (0.0,), (255.0,)
 
     # --------------------------------------------------------------- dataloaders
 

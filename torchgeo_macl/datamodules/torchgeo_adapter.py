@@ -500,3 +500,17 @@ class TorchGeoRetrievalDataModule(RetrievalDataModule):
             False.
         """
         return False
+
+    @property
+    def value_range(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The values TorchGeo's normalisation maps to 0..1 (``mean``, ``mean + std``).
+
+        TorchGeo's datamodules normalise to about 0..1 (min-max statistics such as
+        BigEarthNet's, or 0 and 255 for 8-bit data).
+
+        Returns:
+            ``(value_min, value_max)``, one value per band each.
+        """
+        low = [float(v) for v in self.mean.flatten()]
+        high = [lo + float(s) for lo, s in zip(low, self.std.flatten())]
+        return tuple(low), tuple(high)

@@ -588,7 +588,9 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self.input_mean.copy_(torch.tensor(spec.mean).expand(bands))
         self.input_std.copy_(torch.tensor(spec.std).expand(bands))
         self.input_size.fill_(spec.image_size or 0)
-        self.views.set_normalization(self.input_mean, self.input_std)
+        self.views.set_normalization(
+            self.input_mean, self.input_std, spec.value_min, spec.value_max
+        )
         setter = getattr(self.criterion, 'set_label_frequencies', None)
         if spec.label_frequencies is not None and setter is not None:
             setter(_usable_frequencies(spec.label_frequencies.float()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import kornia.augmentation as K
 import torch
@@ -90,19 +91,41 @@ class NormalizedColorJitter(nn.Module):
         self.p = float(p)
         self.mean: Tensor
         self.std: Tensor
+        self.value_min: Tensor
+        self.value_span: Tensor
         self.register_buffer('mean', torch.zeros(1), persistent=False)
         self.register_buffer('std', torch.full((1,), 255.0), persistent=False)
+        self.register_buffer('value_min', torch.zeros(1), persistent=False)
+        self.register_buffer('value_span', torch.full((1,), 255.0), persistent=False)
 
-    def set_normalization(self, mean: Tensor, std: Tensor) -> None:
-        """Set the normalisation of the incoming images.
+    def set_normalization(
+        self,
+        mean: Tensor,
+        std: Tensor,
+        value_min: Tensor | None = None,
+        value_max: Tensor | None = None,
+    ) -> None:
+        """Set the normalisation of the incoming images and their valid range.
 
         Args:
-            mean: Per-band (or scalar) mean ``[C]`` in 0..255 units.
-            std: Per-band (or scalar) standard deviation ``[C]`` in 0..255 units.
+            mean: Per-band (or scalar) mean ``[C]``, in the units of the images.
+            std: Per-band (or scalar) standard deviation ``[C]``, same units.
+            value_min: Per-band (or scalar) lowest valid value (default 0).
+            value_max: Per-band (or scalar) highest valid value (default 255).
         """
         device = self.mean.device
         self.mean = mean.to(device, torch.float32).flatten()
         self.std = std.to(device, torch.float32).flatten()
+        low = torch.zeros(1) if value_min is None else value_min
+        high = torch.full((1,), 255.0) if value_max is None else value_max
+        self.value_min = low.to(device, torch.float32).flatten()
+        self.value_span = (high.to(device, torch.float32).flatten()) - self.value_min
+
+    def _unit_map(self, c: int) -> tuple[Tensor, Tensor]:
+        """Map ``u = scale x + shift`` of normalised values ``x`` onto ``[0, 1]``."""
+        scale = (self.std / self.value_span).expand(c)
+        shift = ((self.mean - self.value_min) / self.value_span).expand(c)
+        return scale, shift
 
     def _factors(self, b: int, device: torch.device) -> Tensor:
         """Draw brightness, contrast, saturation and hue (turns) per image."""
@@ -131,8 +154,7 @@ class NormalizedColorJitter(nn.Module):
         b, c = channel_means.shape
         device = channel_means.device
         # the normalisation maps an image u in [0, 1] to x = (u - shift) / scale
-        scale = (self.std / 255.0).expand(c)
-        shift = (self.mean / 255.0).expand(c)
+        scale, shift = self._unit_map(c)
         eye = torch.eye(c, device=device).expand(b, c, c)
         rgb = c == 3
         luma = torch.tensor(_LUMA) if rgb else torch.full((c,), 1 / c)
@@ -183,8 +205,7 @@ class NormalizedColorJitter(nn.Module):
         m, t = self.colour_maps(means, factors, order)
         jittered = torch.einsum('bij,bjhw->bihw', m.to(image.dtype), image)
         jittered = jittered + t.to(image.dtype)[..., None, None]
-        scale = (self.std / 255.0).expand(c)
-        shift = (self.mean / 255.0).expand(c)
+        scale, shift = self._unit_map(c)
         low = (-shift / scale).to(image.dtype)[None, :, None, None]
         high = ((1 - shift) / scale).to(image.dtype)[None, :, None, None]
         jittered = torch.maximum(torch.minimum(jittered, high), low)
@@ -269,14 +290,27 @@ class ContrastiveViews(nn.Module):
         self.gaussian_blur = K.RandomGaussianBlur((5, 5), (0.1, 2.0), p=blur)
         self._geometric: dict[tuple[int, bool], K.AugmentationSequential] = {}
 
-    def set_normalization(self, mean: Tensor | float, std: Tensor | float) -> None:
-        """Set the normalisation the incoming batches carry.
+    def set_normalization(
+        self,
+        mean: Tensor | float,
+        std: Tensor | float,
+        value_min: Tensor | Sequence[float] | float = 0.0,
+        value_max: Tensor | Sequence[float] | float = 255.0,
+    ) -> None:
+        """Set the normalisation the incoming batches carry, and their valid range.
 
         Args:
-            mean: Per-band (or scalar) mean, in 0..255 units.
-            std: Per-band (or scalar) standard deviation, in 0..255 units.
+            mean: Per-band (or scalar) mean, in the units of the stored images.
+            std: Per-band (or scalar) standard deviation, same units.
+            value_min: Per-band (or scalar) lowest valid value of the stored images.
+            value_max: Per-band (or scalar) highest valid value.
         """
-        self.jitter.set_normalization(torch.as_tensor(mean), torch.as_tensor(std))
+        self.jitter.set_normalization(
+            torch.as_tensor(mean),
+            torch.as_tensor(std),
+            torch.as_tensor(value_min, dtype=torch.float32),
+            torch.as_tensor(value_max, dtype=torch.float32),
+        )
 
     def _geometric_aug(self, size: int, with_mask: bool) -> K.AugmentationSequential:
         key = (size, with_mask)
