@@ -279,6 +279,8 @@ class RetrievalDataModule(NonGeoDataModule):
                 )
         if batch_size < 1:
             raise ValueError(f'batch_size must be positive, got {batch_size}.')
+        if num_workers < 0:
+            raise ValueError(f'num_workers must be >= 0, got {num_workers}.')
         if image_size is not None and image_size < 1:
             raise ValueError(f'image_size must be positive or None, got {image_size}.')
         _check_choice('sampler', sampler, _SAMPLERS)

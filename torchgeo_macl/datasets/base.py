@@ -40,6 +40,7 @@ from .utils import PathLike, lookup_labels, read_multilabel_csv
 __all__ = (
     'MaskRetrievalDataset',
     'RetrievalDataset',
+    'eight_bit_error',
     'find_or_extract',
     'image_id',
     'load_rgb_image',
@@ -106,6 +107,34 @@ def manual_download_error(
     return err
 
 
+#: Pixel types of the Pillow modes that are not 8 bits per band.
+_WIDE_MODES = {'I': '32-bit integer', 'F': '32-bit float'}
+
+
+def eight_bit_error(mode: str, path: PathLike) -> ValueError | None:
+    """The error of an image whose Pillow mode is not 8 bits per band.
+
+    The retrieval models are trained on images in 0..255; 16-bit, 32-bit integer
+    and floating-point pixels have another range, and converting them to 8 bits
+    clips them.
+
+    Args:
+        mode: Pillow mode of the image (``'RGB'``, ``'L'``, ``'I;16'``, ...).
+        path: The image file, named in the message.
+
+    Returns:
+        A ValueError naming the file and its pixel type for the modes ``'I'``,
+        ``'F'`` and ``'I;*'``; None for 8-bit modes.
+    """
+    kind = '16-bit integer' if mode.startswith('I;16') else _WIDE_MODES.get(mode)
+    if kind is None and not mode.startswith('I;'):
+        return None
+    return ValueError(
+        f'Image {os.fspath(path)!r} has {kind or mode} pixels (Pillow mode '
+        f'{mode!r}); only 8-bit images (values 0..255) are read'
+    )
+
+
 def load_rgb_image(path: PathLike) -> Tensor:
     """Decode an image file into a float tensor.
 
@@ -118,15 +147,43 @@ def load_rgb_image(path: PathLike) -> Tensor:
 
     Raises:
         OSError: If the file cannot be opened or decoded (the message names it).
+        ValueError: If its pixels are not 8-bit (16-bit, 32-bit integer or
+            floating point): their values are not in 0..255 (the message names the
+            file and the pixel type).
     """
     try:
         with Image.open(path) as img:
-            rgb = img if img.mode == 'RGB' else img.convert('RGB')
-            array = np.asarray(rgb, dtype=np.float32)
+            error = eight_bit_error(img.mode, path)
+            if error is None:
+                rgb = img if img.mode == 'RGB' else img.convert('RGB')
+                array = np.asarray(rgb, dtype=np.float32)
     except (OSError, SyntaxError, ValueError) as err:
         raise OSError(f'Could not decode image {os.fspath(path)!r}: {err}') from err
+    if error is not None:
+        raise error
     # A channels-first view of the decoded HWC buffer (no extra copy).
     return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _header_size(path: PathLike, what: str) -> tuple[int, int]:
+    """Read the size of an image file from its header, without decoding pixels.
+
+    Args:
+        path: Image file.
+        what: What the file is, in the message (``'mask'``).
+
+    Returns:
+        ``(height, width)``.
+
+    Raises:
+        OSError: If the file cannot be opened (the message names it).
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise OSError(f'Could not decode {what} {os.fspath(path)!r}: {err}') from err
+    return height, width
 
 
 def image_id(folder: str, path: str) -> str:
@@ -379,9 +436,12 @@ class RetrievalDataset(NonGeoDataset):
 
         Raises:
             IndexError: If ``index`` is out of range.
-            ValueError: If the mask size differs from the image size or the mask
-                holds an invalid value (the message names the files).
-            OSError: If the image cannot be decoded (the message names it).
+            ValueError: If the mask size differs from the image size (checked
+                from the mask's header when ``load_masks`` is False, since the
+                labels come from it), the mask holds an invalid value or the image
+                is not 8-bit (the message names the files).
+            OSError: If the image or mask cannot be decoded (the message names
+                it).
         """
         length = len(self.image_paths)
         if not -length <= index < length:
@@ -393,16 +453,22 @@ class RetrievalDataset(NonGeoDataset):
             'label': self.labels[index].clone(),
             'index': torch.tensor(index, dtype=torch.long),
         }
-        if self.mask_paths is not None and self.load_masks:
+        if self.mask_paths is not None:
             path = self.mask_paths[index]
-            mask = self._load_mask_array(path)
-            if mask.shape != tuple(image.shape[1:]):
+            if self.load_masks:
+                mask = self._load_mask_array(path)
+                mask_size: tuple[int, ...] = mask.shape
+            else:
+                # the labels come from this mask: check its size from the header
+                mask_size = _header_size(path, 'mask')
+            if tuple(mask_size) != tuple(image.shape[1:]):
                 raise ValueError(
-                    f'Mask {path!r} has size {mask.shape[0]}x{mask.shape[1]} but '
+                    f'Mask {path!r} has size {mask_size[0]}x{mask_size[1]} but '
                     f'image {self.image_paths[index]!r} has size '
                     f'{image.shape[1]}x{image.shape[2]}.'
                 )
-            sample['mask'] = torch.from_numpy(mask)
+            if self.load_masks:
+                sample['mask'] = torch.from_numpy(mask)
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample

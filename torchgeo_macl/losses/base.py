@@ -39,6 +39,7 @@ hold batches of different sizes (they are padded for the all-gather).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
@@ -50,6 +51,7 @@ from torch import Tensor, nn
 from .distributed import gather_with_grad, world_size
 
 __all__ = (
+    'SMALLEST_FEATURE',
     'ContrastiveBatch',
     'ContrastiveLossBase',
     'LabelFrequencies',
@@ -59,6 +61,14 @@ __all__ = (
 
 #: Accepted types for label frequencies.
 LabelFrequencies = Sequence[float] | Tensor
+
+#: Per work dtype, the largest absolute value below which a feature vector counts
+#: as zero: 2**16 times the smallest normal number, so that the gradient of its
+#: direction, about ``1 / max|x|`` times that of the loss, stays finite.
+SMALLEST_FEATURE = {
+    torch.float32: torch.finfo(torch.float32).tiny * 2**16,
+    torch.float64: torch.finfo(torch.float64).tiny * 2**16,
+}
 
 
 def check_label_frequencies(label_frequencies: LabelFrequencies) -> Tensor:
@@ -209,6 +219,7 @@ class ContrastiveLossBase(nn.Module):
         self.temperature = check_temperature(temperature)
         self.gather_distributed = bool(gather_distributed)
         self.validate_args = bool(validate_args)
+        self._warned_small_batch = False
         self.register_buffer('label_frequencies', None, persistent=False)
         if label_frequencies is not None:
             self.set_label_frequencies(label_frequencies)
@@ -305,7 +316,11 @@ class ContrastiveLossBase(nn.Module):
 
         Returns:
             Scalar loss (float32, or float64 for float64 features). Zero (with a
-            gradient graph) when no anchor has a positive.
+            gradient graph) when no anchor has a positive, and when the global
+            batch holds at most two items (one image with two views: a
+            :class:`UserWarning` says so, once per loss). A feature vector whose
+            largest absolute value is below :data:`SMALLEST_FEATURE` (zero or
+            subnormal) counts as the zero vector and receives a zero gradient.
 
         Raises:
             TypeError: If the inputs are not floating-point / tensor inputs.
@@ -319,7 +334,12 @@ class ContrastiveLossBase(nn.Module):
             # rescale first so that the norm neither overflows nor underflows; the
             # normalised vector and its gradient do not depend on the scale
             scale = x.detach().abs().amax(dim=-1, keepdim=True)
-            z = F.normalize(x / scale.clamp_min(torch.finfo(dtype).tiny), dim=-1)
+            # the gradient of x / |x| grows as 1 / |x|: below SMALLEST_FEATURE (zero
+            # and subnormal vectors) it overflows, so such a vector counts as zero
+            # (similarity 0 with every other) and receives no gradient
+            small = scale < SMALLEST_FEATURE[dtype]
+            x = torch.where(small, 0.0, x)
+            z = F.normalize(x / scale.clamp_min(SMALLEST_FEATURE[dtype]), dim=-1)
             y = labels.to(dtype)
             b, v, d = z.shape
             world = world_size() if self.gather_distributed else 1
@@ -330,8 +350,22 @@ class ContrastiveLossBase(nn.Module):
                 y_all = gathered[:, v * d :].detach()
             else:
                 z_all, y_all, offset = z, y, 0
+            too_small = z_all.shape[0] * v <= 2
+            if too_small and not self._warned_small_batch:
+                self._warned_small_batch = True
+                warnings.warn(
+                    f'{type(self).__name__}: a batch of {z_all.shape[0]} image(s) '
+                    f'with {v} view(s) leaves every anchor at most one other view, '
+                    'so the loss is 0 and trains nothing; use batches of at least 2 '
+                    'images (this warning is shown once)',
+                    UserWarning,
+                    stacklevel=2,
+                )
             batch = ContrastiveBatch(z, z_all, y, y_all, offset, world)
             loss_sum, count = self._loss_terms(batch)
+            if too_small:
+                # the only other view is the positive: the loss is exactly 0
+                loss_sum = loss_sum * 0.0
             count = count.to(dtype)
             if world > 1:
                 count = count.clone()

@@ -73,37 +73,57 @@ def load_task(checkpoint: str | os.PathLike[str]) -> RetrievalTask:
     return task
 
 
-def read_image(path: str | os.PathLike[str], bands: int | None = None) -> Tensor:
+def read_image(
+    path: str | os.PathLike[str], bands: int | None = None, *, eight_bit: bool = False
+) -> Tensor:
     """Read an image file as a float tensor in its stored range (0..255 for 8 bits).
 
     Args:
         path: A GeoTIFF/TIFF (read with rasterio, any number of bands) or a PNG/JPEG.
         bands: Expected number of bands; None accepts any.
+        eight_bit: Refuse images whose pixels are not 8-bit. The models are
+            trained on images in 0..255; images to embed are read with True.
 
     Returns:
         Float tensor ``[C, H, W]``.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it cannot be decoded or has the wrong number of bands.
+        ValueError: If it cannot be decoded, has the wrong number of bands, or,
+            with ``eight_bit``, its pixels are not 8-bit (uint16, float32, ...;
+            the message names the file and the pixel type).
     """
+    from torchgeo_macl.datasets.base import eight_bit_error
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f'image not found: {p}')
+    error: ValueError | None = None
     try:
         if p.suffix.lower() in ('.tif', '.tiff'):
             import rasterio
 
             with rasterio.open(p) as src:
-                array = src.read().astype(np.float32)
+                wide = sorted({d for d in src.dtypes if d != 'uint8'})
+                if wide and eight_bit:
+                    error = ValueError(
+                        f'{p} has {"/".join(wide)} pixels; only 8-bit (uint8) '
+                        'images are read, in 0..255 as in training'
+                    )
+                else:
+                    array = src.read().astype(np.float32)
         else:
             from PIL import Image
 
             with Image.open(p) as img:
-                array = np.asarray(img, dtype=np.float32)
-            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+                error = eight_bit_error(img.mode, p) if eight_bit else None
+                if error is None:
+                    array = np.asarray(img, dtype=np.float32)
+                    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     except Exception as exc:
         raise ValueError(f'cannot decode image {p}: {exc}') from exc
+    if error is not None:
+        raise error
     if bands is not None and array.shape[0] != bands:
         raise ValueError(
             f'{p} has {array.shape[0]} bands but the model expects {bands} '

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
@@ -445,7 +446,8 @@ class EmbeddingIndex:
             raise ValueError(f'got {len(new_ids)} ids for {n} embeddings')
         fresh = set(new_ids)
         if len(fresh) != n:
-            raise ValueError('ids contain duplicates')
+            twice = next(i for i, c in Counter(new_ids).items() if c > 1)
+            raise ValueError(f'ids contain duplicates, for example {twice!r}')
         clash = fresh & self._id_set
         if clash:
             raise ValueError(f'ids already in the index: {sorted(clash)[:5]}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import os
 import random
 import warnings
@@ -353,6 +354,12 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 raise ValueError(f'{name} must be >= 1{optional}, got {value}')
         if aux_seg_weight < 0:
             raise ValueError(f'aux_seg_weight must be >= 0, got {aux_seg_weight}')
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f'lr must be finite and > 0, got {lr}')
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(
+                f'weight_decay must be finite and >= 0, got {weight_decay}'
+            )
         if not ks or min(ks) < 1:
             raise ValueError(f'ks must be positive cut-offs, got {ks}')
         if warmup_epochs < 0 or (max_epochs is not None and max_epochs < 1):
