@@ -543,7 +543,7 @@ def _index(args: argparse.Namespace) -> int:
         embeddings_parts = []
         for start in tqdm(range(0, len(files), args.batch_size), desc='embedding'):
             chunk = [
-                read_image(p, bands, eight_bit=True)
+                read_image(p, bands, eight_bit=task.eight_bit_input)
                 for p in files[start : start + args.batch_size]
             ]
             embeddings_parts.append(embed_images(task, chunk, args.batch_size))

@@ -495,3 +495,14 @@ def test_test_results_hold_what_the_test_ranked(
     assert int(results['num_queries']) == len(dm.test_dataset)
     assert not any(key.startswith('test_AP_label') for key in logged)
     assert 'test_num_queries' not in logged
+
+
+def test_state_without_input_range_loads_as_eight_bit() -> None:
+    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
+    task.input_range.copy_(torch.tensor([0.0, 10000.0]))
+    assert not task.eight_bit_input
+    state = task.state_dict()
+    del state['input_range']  # a checkpoint written before the range was recorded
+    task.load_state_dict(state)
+    assert task.eight_bit_input
+    assert task.input_range.tolist() == [0.0, 255.0]

@@ -157,10 +157,12 @@ def search_archive(
     for qi, q in enumerate(queries):
         given = None if query_labels is None else query_labels[qi]
         if os.path.isfile(q):
-            images.append(read_image(q, bands, eight_bit=True))
+            images.append(read_image(q, bands, eight_bit=task.eight_bit_input))
             known.append(given)
         elif q in position and q in info.sources:
-            images.append(read_image(info.sources[q], bands, eight_bit=True))
+            images.append(
+                read_image(info.sources[q], bands, eight_bit=task.eight_bit_input)
+            )
             stored = None if all_labels is None else all_labels[position[q]]
             known.append(given if given is not None else stored)
         else:

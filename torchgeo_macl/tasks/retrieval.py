@@ -424,6 +424,9 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self.register_buffer('input_mean', torch.zeros(bands))
         self.register_buffer('input_std', torch.full((bands,), 255.0))
         self.register_buffer('input_size', torch.zeros((), dtype=torch.long))
+        # lowest and highest valid value of the training images (8-bit: 0, 255)
+        self.input_range: Tensor
+        self.register_buffer('input_range', torch.tensor([0.0, 255.0]))
         self.projection = nn.Sequential(
             nn.Linear(num_features, hp['proj_hidden_dim']),
             nn.BatchNorm1d(hp['proj_hidden_dim']),
@@ -502,6 +505,22 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         )
 
     # ------------------------------------------------------------------ setup
+    @property
+    def eight_bit_input(self) -> bool:
+        """Whether the task was trained on 8-bit images (values 0..255).
+
+        Image files for such a task must be 8-bit: wider pixels would be read in
+        other units than the training images.
+        """
+        return float(self.input_range[1]) <= 255.0
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # checkpoints written before the input range was recorded hold 8-bit data
+        state_dict.setdefault(f'{prefix}input_range', torch.tensor([0.0, 255.0]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def setup(self, stage: str) -> None:
         """Take the data's description from the datamodule's ``retrieval_spec``.
 
@@ -598,6 +617,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self.views.set_normalization(
             self.input_mean, self.input_std, spec.value_min, spec.value_max
         )
+        self.input_range.copy_(torch.tensor([min(spec.value_min), max(spec.value_max)]))
         setter = getattr(self.criterion, 'set_label_frequencies', None)
         if spec.label_frequencies is not None and setter is not None:
             setter(_usable_frequencies(spec.label_frequencies.float()))
