@@ -270,6 +270,7 @@ def test_export_then_index_equals_index_from_data(
     _same_index(direct, bare)
 
 
+@pytest.mark.slow
 def test_export_two_processes_match_one(
     exported: Path, checkpoint: Path, config: Path, tmp_path: Path
 ) -> None:

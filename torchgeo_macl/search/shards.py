@@ -163,7 +163,7 @@ def write_shard(
         checkpoint=part.checkpoint,
     )
     sources = (
-        [part.sources.get(i, '') for i in part.ids]
+        [part.sources[i] for i in part.ids]
         if part.sources and all(i in part.sources for i in part.ids)
         else None
     )
