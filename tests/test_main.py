@@ -166,9 +166,9 @@ def test_numeric_options_reject_values_below_one(
 
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(['index', '--ckpt', 'a'])
+        main(['export', '--ckpt', 'a'])
     assert exc.value.code == 2
-    line = _error_line(capsys.readouterr().err, 'index')
+    line = _error_line(capsys.readouterr().err, 'export')
     assert 'required: --data, --out' in line
 
 

@@ -42,10 +42,16 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from torchgeo_macl import __version__
 from torchgeo_macl.demo import MIN_IMAGES as MIN_DEMO_IMAGES
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from torchgeo_macl.search import ArchiveInfo
+    from torchgeo_macl.search.index import IndexKind
 
 #: Subcommands forwarded to TorchGeo's LightningCLI.
 LIGHTNING_SUBCOMMANDS = ('fit', 'validate', 'test', 'predict')
@@ -488,23 +494,55 @@ def _load_task(path: str) -> Any:
         raise CheckpointError(f'cannot read checkpoint {path}: {exc}') from exc
 
 
+def _predict_datamodule(path: str, task: Any, split: str) -> Any:
+    """The datamodule of a config, set up to predict a split at the task's size.
+
+    Args:
+        path: The datamodule YAML config.
+        task: The loaded task (its trained image size is used, when it has one).
+        split: ``predict_split``: 'database', 'test' or 'all'.
+
+    Returns:
+        The datamodule after ``setup('predict')``.
+
+    Raises:
+        ValueError: If the config is not valid (see :func:`_datamodule_from_config`)
+            or the split holds no images.
+    """
+    size = int(task.input_size)
+    dm = _datamodule_from_config(path, size if size > 0 else None)
+    dm.predict_split = split
+    dm.setup('predict')
+    dataset = getattr(dm, 'predict_dataset', None)
+    if dataset is not None and len(dataset) == 0:
+        raise ValueError(
+            f'{path}: the {split!r} split of {type(dm).__name__} holds no images'
+        )
+    return dm
+
+
+_SPLIT = arg(
+    '--split',
+    default='all',
+    choices=('database', 'test', 'all'),
+    help='datamodule images to embed (default: %(default)s)',
+)
+
+
 @subcommand(
     'index',
-    'Embed an archive with a trained checkpoint and build a faiss index.',
-    arg('--ckpt', required=True, help='RetrievalTask checkpoint'),
-    arg('--data', required=True, help='datamodule YAML config, or a folder of images'),
+    'Build a faiss index of an archive: embed it with a checkpoint, or read the '
+    'shards of `export`.',
+    arg('--ckpt', help='RetrievalTask checkpoint (optional with --embeddings)'),
+    arg('--data', help='datamodule YAML config, or a folder of images, to embed'),
+    arg('--embeddings', help='folder of embedding shards written by `export`'),
     arg(
         '--out',
         required=True,
         help='index path prefix (writes OUT.json, the data files it names, ...)',
     ),
     arg('--kind', default='flat', choices=('flat', 'ivf', 'hnsw', 'ivfpq')),
-    arg(
-        '--split',
-        default='all',
-        choices=('database', 'test', 'all'),
-        help='datamodule images to index (default: %(default)s)',
-    ),
+    _SPLIT,
     arg(
         '--batch-size',
         type=positive_int,
@@ -521,24 +559,30 @@ def _index(args: argparse.Namespace) -> int:
 
     from torchgeo_macl.search import (
         ArchiveInfo,
-        EmbeddingIndex,
         datamodule_sources,
         embed_datamodule,
         embed_images,
         list_images,
         model_fingerprint,
         read_image,
-        save_archive_info,
     )
 
+    if (args.data is None) == (args.embeddings is None):
+        _report('index', 'give either --data or --embeddings')
+        return 2
+    if args.embeddings is not None:
+        return _index_shards(args)
+    if args.ckpt is None:
+        _report('index', '--data needs --ckpt, the checkpoint to embed with')
+        return 2
     task = _load_task(args.ckpt)
     # identify the checkpoint as loaded: embedding a datamodule runs the task's setup,
     # which may overwrite its preprocessing buffers with the datamodule's settings
     fingerprint = model_fingerprint(task)
-    bands = int(task.hparams['in_channels'])
     classes: list[str] = []
     if os.path.isdir(args.data):
         files = list_images(args.data)
+        bands = int(task.hparams['in_channels'])
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         embeddings_parts = []
         for start in tqdm(range(0, len(files), args.batch_size), desc='embedding'):
@@ -555,29 +599,154 @@ def _index(args: argparse.Namespace) -> int:
         labels = None
         sources = {i: str(p.resolve()) for i, p in zip(ids, files)}
     else:
-        size = int(task.input_size)
-        dm = _datamodule_from_config(args.data, size if size > 0 else None)
-        dm.predict_split = args.split
-        dm.setup('predict')
-        dataset = getattr(dm, 'predict_dataset', None)
-        if dataset is not None and len(dataset) == 0:
-            raise ValueError(
-                f'{args.data}: the {args.split!r} split of {type(dm).__name__} holds '
-                'no images'
-            )
+        dm = _predict_datamodule(args.data, task, args.split)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         embeddings, ids, labels = embed_datamodule(
             task, dm, accelerator=args.accelerator
         )
         sources = datamodule_sources(dm)
         classes = list(getattr(dm, 'classes', []))
-    index = EmbeddingIndex(embeddings.shape[1], args.kind, model_id=fingerprint)
-    index.add(embeddings, ids, labels)
-    index.save(args.out)
-    save_archive_info(
-        args.out, ArchiveInfo(os.path.abspath(args.ckpt), fingerprint, classes, sources)
+    info = ArchiveInfo(os.path.abspath(args.ckpt), fingerprint, classes, sources)
+    _write_index(args.out, args.kind, embeddings, ids, labels, info)
+    return 0
+
+
+def _index_shards(args: argparse.Namespace) -> int:
+    """Build an index from the shards of ``export`` (``index --embeddings``).
+
+    Args:
+        args: The arguments of ``index``.
+
+    Returns:
+        The exit code.
+    """
+    import os
+    from pathlib import Path
+
+    from torchgeo_macl.search import ArchiveInfo, model_fingerprint, read_shards
+
+    checkpoint = fingerprint = None
+    if args.ckpt is not None:
+        checkpoint = os.path.abspath(args.ckpt)
+        fingerprint = model_fingerprint(_load_task(args.ckpt))
+    merged = read_shards(args.embeddings, model_id=fingerprint)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    info = ArchiveInfo(
+        checkpoint or merged.checkpoint, merged.model_id, merged.classes, merged.sources
     )
-    print(f'indexed {len(index)} images ({args.kind}) into {args.out}')
+    _write_index(
+        args.out, args.kind, merged.embeddings, merged.ids, merged.labels, info
+    )
+    return 0
+
+
+def _write_index(
+    out: str,
+    kind: IndexKind,
+    embeddings: Tensor,
+    ids: list[str],
+    labels: Tensor | None,
+    info: ArchiveInfo,
+) -> None:
+    """Write an index and its archive sidecar, and say so.
+
+    Args:
+        out: Index path prefix.
+        kind: Index kind.
+        embeddings: Embeddings ``[N, D]``.
+        ids: Their ids.
+        labels: Their labels ``[N, C]``, or None.
+        info: The :class:`~torchgeo_macl.search.ArchiveInfo` of the sidecar.
+    """
+    from torchgeo_macl.search import EmbeddingIndex, save_archive_info
+
+    index = EmbeddingIndex(embeddings.shape[1], kind, model_id=info.model_id)
+    index.add(embeddings, ids, labels)
+    index.save(out)
+    save_archive_info(out, info)
+    print(f'indexed {len(index)} images ({kind}) into {out}')
+
+
+def _devices(text: str) -> int | str:
+    """Read ``--devices`` as Lightning's Trainer takes it.
+
+    Args:
+        text: A number of devices, a list such as ``0,1``, or ``auto``.
+
+    Returns:
+        The number as an int, anything else as given.
+    """
+    return int(text) if text.isdigit() else text
+
+
+@subcommand(
+    'export',
+    "Embed a datamodule's images with Lightning predict and write embedding shards "
+    '(one per process).',
+    arg('--ckpt', required=True, help='RetrievalTask checkpoint'),
+    arg('--data', required=True, help='datamodule YAML config'),
+    arg('--out', required=True, help='folder of the shards, empty or new'),
+    _SPLIT,
+    arg('--accelerator', default='auto', help='Lightning accelerator'),
+    arg(
+        '--devices',
+        type=_devices,
+        default=1,
+        help='Lightning devices: a number, a list such as 0,1, or auto '
+        '(default: %(default)s)',
+    ),
+    arg(
+        '--num-nodes',
+        type=positive_int,
+        default=1,
+        help='machines, for Lightning (default: %(default)s)',
+    ),
+    arg('--strategy', default='auto', help='Lightning strategy, e.g. ddp'),
+    arg('--no-progress', action='store_true', help='hide the progress bar'),
+)
+def _export(args: argparse.Namespace) -> int:
+    import os
+
+    from lightning.pytorch import Trainer
+
+    from torchgeo_macl.search import EmbeddingWriter, model_fingerprint
+    from torchgeo_macl.search.shards import list_shards
+
+    if os.path.isdir(args.data):
+        raise ValueError(
+            f'{args.data} is a folder; export embeds the images of a datamodule '
+            'config (index a folder of images with `index --data FOLDER`)'
+        )
+    existing = list_shards(args.out)
+    if existing:
+        raise FileExistsError(
+            f'{args.out} holds embedding shards already ({existing[0].name}, ...); '
+            'give an empty or new --out'
+        )
+    task = _load_task(args.ckpt)
+    writer = EmbeddingWriter(
+        args.out,
+        model_id=model_fingerprint(task),
+        checkpoint=os.path.abspath(args.ckpt),
+    )
+    dm = _predict_datamodule(args.data, task, args.split)
+    os.makedirs(args.out, exist_ok=True)
+    trainer = Trainer(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        logger=False,
+        callbacks=[writer],
+        enable_progress_bar=not args.no_progress,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    print(
+        f'rank {trainer.global_rank} of {trainer.world_size}: wrote '
+        f'{writer.count} embeddings into {writer.manifest}'
+    )
     return 0
 
 

@@ -220,6 +220,28 @@ def test_predict_returns_normalised_embeddings(
     assert sorted(idx.tolist()) == list(range(len(emb)))
 
 
+@pytest.mark.parametrize('training', [True, False])
+def test_embed_preprocesses_raw_images(training: bool) -> None:
+    task = _task(model='test_resnet', num_classes=17)
+    task.input_size.fill_(32)
+    task.input_mean.copy_(torch.tensor([100.0, 110.0, 120.0]))
+    task.input_std.copy_(torch.tensor([50.0, 55.0, 60.0]))
+    task.train(training)
+    raw = torch.rand(3, 3, 40, 24, generator=torch.Generator().manual_seed(0)) * 255
+    embeddings = task.embed(raw)
+    assert task.training is training
+    assert not embeddings.requires_grad
+    task.eval()
+    with torch.no_grad():
+        expected = task(task.preprocess(raw))
+        unnormalised = task(raw)
+    torch.testing.assert_close(embeddings, expected)
+    assert embeddings.shape == (3, 8)
+    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(3))
+    # forward takes preprocessed batches: raw images give other embeddings
+    assert not torch.allclose(unnormalised, expected, atol=1e-3)
+
+
 def test_aux_segmentation_and_smp_encoder(
     synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:

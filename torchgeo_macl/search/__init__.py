@@ -19,11 +19,15 @@ from .embed import (
 )
 from .index import EmbeddingIndex
 from .plot import plot_search_grid
+from .shards import Embeddings, read_shards, write_shard
+from .writer import EmbeddingWriter
 
 __all__ = (
     'IMAGE_SUFFIXES',
     'ArchiveInfo',
     'EmbeddingIndex',
+    'EmbeddingWriter',
+    'Embeddings',
     'SearchHit',
     'datamodule_sources',
     'embed_datamodule',
@@ -34,6 +38,8 @@ __all__ = (
     'model_fingerprint',
     'plot_search_grid',
     'read_image',
+    'read_shards',
     'save_archive_info',
     'search_archive',
+    'write_shard',
 )

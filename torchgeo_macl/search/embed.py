@@ -155,11 +155,10 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-@torch.no_grad()
 def embed_images(
     task: RetrievalTask, images: Sequence[Tensor], batch_size: int = 64
 ) -> Tensor:
-    """Embed raw images with a trained task, preprocessed as in training.
+    """Embed raw images with :meth:`RetrievalTask.embed`, a batch at a time.
 
     Args:
         task: The trained task.
@@ -168,25 +167,19 @@ def embed_images(
         batch_size: Images per forward pass.
 
     Returns:
-        L2-normalised embeddings ``[N, embed_dim]``.
+        L2-normalised embeddings ``[N, embed_dim]`` on the CPU.
     """
     device = next(task.parameters()).device
-    out: list[Tensor] = []
+    out = torch.empty(len(images), int(task.hparams['embed_dim']))
     for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        size = int(task.input_size)
-        if size > 0:
-            batch = torch.cat([task.preprocess(img[None].to(device)) for img in chunk])
-        elif len({tuple(img.shape) for img in chunk}) > 1:
-            # no training size to resize to: images of different sizes go one by one
-            out.extend(
-                task(task.preprocess(img[None].to(device))).cpu() for img in chunk
-            )
-            continue
-        else:
-            batch = task.preprocess(torch.stack(list(chunk)).to(device))
-        out.append(task(batch).cpu())
-    return torch.cat(out) if out else torch.empty(0, task.hparams['embed_dim'])
+        # images of one size are stacked into one batch
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in range(start, min(start + batch_size, len(images))):
+            by_shape.setdefault(tuple(images[i].shape), []).append(i)
+        for positions in by_shape.values():
+            batch = torch.stack([images[i] for i in positions]).to(device)
+            out[positions] = task.embed(batch).cpu()
+    return out
 
 
 def embed_datamodule(

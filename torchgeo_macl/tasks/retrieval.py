@@ -689,10 +689,15 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         return self.backbone(image), None
 
     def forward(self, image: Tensor) -> Tensor:
-        """Embed images.
+        """Embed preprocessed images.
+
+        ``forward`` takes batches as the datamodule delivers them to the task:
+        already resized and normalised (see :meth:`preprocess`). Raw images in
+        0..255 go through :meth:`embed`, which preprocesses them first; given to
+        ``forward`` directly, they are embedded without normalisation.
 
         Args:
-            image: Normalised images ``[B, C, H, W]``.
+            image: Preprocessed images ``[B, C, H, W]``.
 
         Returns:
             L2-normalised embeddings ``[B, embed_dim]``.
@@ -700,6 +705,33 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self._check_input(image)
         pooled, _ = self._features(image)
         return F.normalize(self.projection(pooled), dim=-1)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Embed raw images with the task's own preprocessing.
+
+        The images are resized and normalised by :meth:`preprocess` (the image
+        size, mean and standard deviation stored in the checkpoint), then embedded
+        by :meth:`forward` in eval mode without gradients; the task's train or
+        eval mode is the same afterwards.
+
+        Args:
+            images: Raw images ``[B, C, H, W]`` in 0..255, of any size, on the
+                task's device.
+
+        Returns:
+            L2-normalised embeddings ``[B, embed_dim]``.
+
+        Raises:
+            ValueError: If the images do not have ``in_channels`` bands.
+        """
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                embeddings: Tensor = self(self.preprocess(images))
+                return embeddings
+        finally:
+            self.train(training)
 
     def training_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
