@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._compat import NonGeoDataModule
-from ..datasets.base import RetrievalDataset, plot_multilabel_sample
+from ..datasets.base import RetrievalDataset, plot_multilabel_sample, sample_position
 from .base import RetrievalDataModule
 
 __all__ = ('TorchGeoRetrievalDataModule', 'TorchGeoRetrievalSplit')
@@ -161,10 +161,7 @@ class TorchGeoRetrievalSplit(RetrievalDataset):
         Raises:
             IndexError: If ``index`` is out of range.
         """
-        length = len(self)
-        if not -length <= index < length:
-            raise IndexError(f'Index {index} out of range for {length} samples.')
-        index %= length
+        index = sample_position(index, len(self))
         sample = self.dataset[index]
         label = self._check_label(sample[self.label_key])
         return {
