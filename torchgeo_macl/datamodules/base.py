@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 from torch.utils.data.dataloader import default_collate
 
 from .._compat import NonGeoDataModule
-from ..datasets.base import MaskRetrievalDataset, RetrievalDataset
+from ..datasets.base import MaskRetrievalDataset, RetrievalDataset, sample_position
 from ..transforms.preprocess import normalize, resize
 from .spec import RetrievalDataSpec
 
@@ -71,10 +71,7 @@ class IndexedConcatDataset(ConcatDataset[dict[str, Tensor]]):
         Raises:
             IndexError: If ``index`` is out of range.
         """
-        length = len(self)
-        if not -length <= index < length:
-            raise IndexError(f'Index {index} out of range for {length} samples.')
-        index %= length
+        index = sample_position(index, len(self))
         part = bisect.bisect_right(self.cumulative_sizes, index)
         offset = self.cumulative_sizes[part - 1] if part else 0
         sample = dict(self.datasets[part][index - offset])

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._compat import NonGeoDataModule
-from ..datasets.base import RetrievalDataset, plot_multilabel_sample
+from ..datasets.base import RetrievalDataset, plot_multilabel_sample, sample_position
 from .base import RetrievalDataModule
 
 __all__ = ('TorchGeoRetrievalDataModule', 'TorchGeoRetrievalSplit')
@@ -24,6 +24,16 @@ _SPLIT_STAGES = {
     'train': ('fit', 'train_dataset'),
     'val': ('validate', 'val_dataset'),
     'test': ('test', 'test_dataset'),
+}
+
+#: Loading options of :class:`RetrievalDataModule` (its arguments other than the
+#: dataset's) and their defaults.
+_LOADING = {
+    name: parameter.default
+    for name, parameter in inspect.signature(
+        RetrievalDataModule.__init__
+    ).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
 }
 
 
@@ -151,10 +161,7 @@ class TorchGeoRetrievalSplit(RetrievalDataset):
         Raises:
             IndexError: If ``index`` is out of range.
         """
-        length = len(self)
-        if not -length <= index < length:
-            raise IndexError(f'Index {index} out of range for {length} samples.')
-        index %= length
+        index = sample_position(index, len(self))
         sample = self.dataset[index]
         label = self._check_label(sample[self.label_key])
         return {
@@ -362,16 +369,7 @@ class TorchGeoRetrievalDataModule(RetrievalDataModule):
     def __init__(
         self,
         datamodule_class: str | type[NonGeoDataModule] = 'BigEarthNetDataModule',
-        batch_size: int = 32,
-        num_workers: int = 0,
-        image_size: int | None = None,
         label_key: str = 'label',
-        sampler: str = 'random',
-        sampler_m: int = 2,
-        sampler_sigma: float = 0.5,
-        seed: int = 0,
-        predict_split: str = 'database',
-        query_split: str = 'test',
         **kwargs: Any,
     ) -> None:
         """Initialize a new TorchGeoRetrievalDataModule instance.
@@ -379,19 +377,11 @@ class TorchGeoRetrievalDataModule(RetrievalDataModule):
         Args:
             datamodule_class: The TorchGeo datamodule: its class, its name in
                 :mod:`torchgeo.datamodules` or a dotted path.
-            batch_size: Size of each mini-batch.
-            num_workers: Number of workers for parallel data loading.
-            image_size: Side images are resized to on the device; None keeps the
-                size the dataset returns.
             label_key: Key of the multi-hot label in the dataset's samples.
-            sampler: 'random' or 'label_aware'.
-            sampler_m: Images per drawn label of the label-aware sampler.
-            sampler_sigma: Label-frequency smoothing of the label-aware sampler.
-            seed: Seed of the training order.
-            predict_split: 'database', 'test' or 'all'.
-            query_split: Queries of the test loader: 'test' (database train +
-                val) or 'val' (database train).
-            **kwargs: Arguments of the TorchGeo datamodule and its dataset (root,
+            **kwargs: Loading options of
+                :class:`~torchgeo_macl.datamodules.RetrievalDataModule`
+                (``batch_size``, ``num_workers``, ``image_size``, ``sampler``, ...),
+                and arguments of the TorchGeo datamodule and its dataset (root,
                 bands, num_classes, download, ...), as TorchGeo's ``dict_kwargs``.
 
         Raises:
@@ -399,20 +389,18 @@ class TorchGeoRetrievalDataModule(RetrievalDataModule):
                 an argument is invalid.
         """
         cls = _resolve_datamodule_class(datamodule_class)
+        torchgeo_kwargs = {
+            name: kwargs.pop(name) for name in list(kwargs) if name not in _LOADING
+        }
+        loading = {**_LOADING, **kwargs}
         self.torchgeo_datamodule = cls(
-            batch_size=batch_size, num_workers=num_workers, **kwargs
+            batch_size=loading['batch_size'],
+            num_workers=loading['num_workers'],
+            **torchgeo_kwargs,
         )
         super().__init__(
             self.torchgeo_datamodule.dataset_class,  # type: ignore[arg-type]
-            batch_size=batch_size,
-            num_workers=num_workers,
-            image_size=image_size,
-            sampler=sampler,
-            sampler_m=sampler_m,
-            sampler_sigma=sampler_sigma,
-            seed=seed,
-            predict_split=predict_split,
-            query_split=query_split,
+            **kwargs,
             **self.torchgeo_datamodule.kwargs,
         )
         self.datamodule_class = cls

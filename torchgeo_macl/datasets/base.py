@@ -46,6 +46,7 @@ __all__ = (
     'load_rgb_image',
     'manual_download_error',
     'plot_multilabel_sample',
+    'sample_position',
 )
 
 
@@ -184,6 +185,24 @@ def _header_size(path: PathLike, what: str) -> tuple[int, int]:
     except (OSError, SyntaxError, ValueError) as err:
         raise OSError(f'Could not decode {what} {os.fspath(path)!r}: {err}') from err
     return height, width
+
+
+def sample_position(index: int, length: int) -> int:
+    """Position of a sample index, counting negative indices from the end.
+
+    Args:
+        index: Index of a sample, ``-length <= index < length``.
+        length: Number of samples.
+
+    Returns:
+        The position in ``0..length - 1``.
+
+    Raises:
+        IndexError: If ``index`` is out of range.
+    """
+    if not -length <= index < length:
+        raise IndexError(f'Index {index} out of range for {length} samples.')
+    return index % length
 
 
 def image_id(folder: str, path: str) -> str:
@@ -443,10 +462,7 @@ class RetrievalDataset(NonGeoDataset):
             OSError: If the image or mask cannot be decoded (the message names
                 it).
         """
-        length = len(self.image_paths)
-        if not -length <= index < length:
-            raise IndexError(f'Index {index} out of range for {length} samples.')
-        index = index % length
+        index = sample_position(index, len(self.image_paths))
         image = load_rgb_image(self.image_paths[index])
         sample = {
             'image': image,
