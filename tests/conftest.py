@@ -28,6 +28,44 @@ def quiet_trainer() -> Callable[..., Trainer]:
     return _quiet_trainer
 
 
+def _tiny_checkpoint(
+    path: Path, *, trained_at: int | None = None, **hparams: Any
+) -> Path:
+    """Save an untrained tiny RetrievalTask as a Lightning checkpoint at ``path``.
+
+    With ``trained_at``, the task records that it was trained at that many pixels on
+    images normalised with the DLRSD datamodule's statistics. Other keyword arguments
+    go to :class:`~torchgeo_macl.tasks.RetrievalTask`.
+    """
+    import lightning
+
+    from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
+    from torchgeo_macl.tasks import RetrievalTask
+
+    task = RetrievalTask(
+        model='test_resnet', embed_dim=8, proj_hidden_dim=16, **hparams
+    )
+    if trained_at is not None:
+        task.input_size.fill_(trained_at)
+        task.input_mean.copy_(DLRSDRetrievalDataModule.mean)
+        task.input_std.copy_(DLRSDRetrievalDataModule.std)
+    torch.save(
+        {
+            'state_dict': task.state_dict(),
+            'hyper_parameters': dict(task.hparams),
+            'pytorch-lightning_version': lightning.__version__,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint() -> Callable[..., Path]:
+    """Write tiny task checkpoints: ``tiny_checkpoint(path, trained_at=None, **hparams)``."""
+    return _tiny_checkpoint
+
+
 @pytest.fixture(scope='module')
 def one_thread() -> Iterator[None]:
     """Run a module's tests with one torch thread and one faiss thread.

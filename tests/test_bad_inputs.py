@@ -627,23 +627,12 @@ def _one_line(err: str, command: str) -> str:
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(
+    tiny_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A tiny untrained RetrievalTask checkpoint trained at 32 px."""
-    import lightning
-
-    task = RetrievalTask(
-        model='test_resnet', embed_dim=8, proj_hidden_dim=16, image_size=32
-    )
     path = tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt'
-    torch.save(
-        {
-            'state_dict': task.state_dict(),
-            'hyper_parameters': dict(task.hparams),
-            'pytorch-lightning_version': lightning.__version__,
-        },
-        path,
-    )
-    return path
+    return tiny_checkpoint(path, image_size=32)
 
 
 @pytest.fixture(scope='module')

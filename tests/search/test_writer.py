@@ -4,9 +4,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -26,34 +26,20 @@ from torchgeo_macl.search import (
     read_shards,
     write_shard,
 )
-from torchgeo_macl.tasks import RetrievalTask
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 DATA = Path(__file__).parents[1] / 'data'
 
 
-def _save(task: RetrievalTask, path: Path) -> Path:
-    torch.save(
-        {
-            'state_dict': task.state_dict(),
-            'hyper_parameters': dict(task.hparams),
-            'pytorch-lightning_version': lightning.__version__,
-        },
-        path,
-    )
-    return path
-
-
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(
+    tiny_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A tiny task trained (as far as preprocessing goes) at 32 px on DLRSD."""
     torch.manual_seed(0)
-    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
-    task.input_size.fill_(32)
-    task.input_mean.copy_(DLRSDRetrievalDataModule.mean)
-    task.input_std.copy_(DLRSDRetrievalDataModule.std)
-    return _save(task, tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt')
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt'
+    return tiny_checkpoint(path, trained_at=32)
 
 
 @pytest.fixture(scope='module')
@@ -344,12 +330,12 @@ def test_index_from_an_empty_folder_fails(
 
 
 def test_index_from_shards_of_another_model_fails(
-    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exported: Path,
+    tiny_checkpoint: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    other = _save(
-        RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16),
-        tmp_path / 'other.ckpt',
-    )
+    other = tiny_checkpoint(tmp_path / 'other.ckpt')
     argv = [
         'index',
         '--ckpt',
