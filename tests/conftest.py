@@ -1,3 +1,5 @@
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,32 @@ def _tiny_checkpoint(
 def tiny_checkpoint() -> Callable[..., Path]:
     """Write tiny task checkpoints: ``tiny_checkpoint(path, trained_at=None, **hparams)``."""
     return _tiny_checkpoint
+
+
+def _run_command(
+    argv: list[str], cwd: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in ``cwd`` with Python warnings off and expect exit status 0.
+
+    Keyword arguments are set in the environment of the command.
+    """
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, 'PYTHONWARNINGS': 'ignore', **env},
+        check=False,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope='session')
+def run_command() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run a command that must succeed: ``run_command(argv, cwd, **env)``."""
+    return _run_command
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,4 @@
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -258,7 +257,11 @@ def test_export_then_index_equals_index_from_data(
 
 @pytest.mark.slow
 def test_export_two_processes_match_one(
-    exported: Path, checkpoint: Path, config: Path, tmp_path: Path
+    exported: Path,
+    checkpoint: Path,
+    config: Path,
+    run_command: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
 ) -> None:
     out = tmp_path / 'ddp'
     argv = [
@@ -280,17 +283,7 @@ def test_export_two_processes_match_one(
         'ddp',
         '--no-progress',
     ]
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_command(argv, tmp_path, OMP_NUM_THREADS='1')
     assert sorted(p.name for p in out.glob('*.json')) == [
         'shard-00000-of-00002.json',
         'shard-00001-of-00002.json',
