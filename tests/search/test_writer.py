@@ -76,6 +76,12 @@ def _error_line(err: str, command: str) -> str:
     return lines[0].removeprefix(prefix)
 
 
+def _fails(capsys: pytest.CaptureFixture[str], command: str, *args: str) -> str:
+    """Run ``command`` with ``args``, expect exit status 1 and return its error."""
+    assert main([command, *args]) == 1
+    return _error_line(capsys.readouterr().err, command)
+
+
 # ----------------------------------------------------------------------------------
 # shards
 # ----------------------------------------------------------------------------------
@@ -309,15 +315,8 @@ def test_export_two_processes_match_one(
 def test_index_from_an_empty_folder_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        'index',
-        '--embeddings',
-        str(tmp_path),
-        '--out',
-        str(tmp_path / 'idx' / 'x'),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    out = tmp_path / 'idx' / 'x'
+    line = _fails(capsys, 'index', '--embeddings', str(tmp_path), '--out', str(out))
     assert f'no embedding shards (shard-*-of-*.json) in {tmp_path}' in line
     assert not (tmp_path / 'idx').exists()
 
@@ -329,17 +328,8 @@ def test_index_from_shards_of_another_model_fails(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     other = tiny_checkpoint(tmp_path / 'other.ckpt')
-    argv = [
-        'index',
-        '--ckpt',
-        str(other),
-        '--embeddings',
-        str(exported),
-        '--out',
-        str(tmp_path / 'x'),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    args = ['--ckpt', str(other), '--embeddings', str(exported)]
+    line = _fails(capsys, 'index', *args, '--out', str(tmp_path / 'x'))
     assert (
         f'{exported / "shard-00000-of-00001.json"} holds embeddings of model sha256:'
         in line
@@ -358,9 +348,8 @@ def test_index_from_mixed_shards_fails(
     meta['world_size'] = 2
     (mixed / 'shard-00000-of-00002.json').write_text(json.dumps(meta))
     manifest.unlink()
-    argv = ['index', '--embeddings', str(mixed), '--out', str(tmp_path / 'x')]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    args = ['--embeddings', str(mixed), '--out', str(tmp_path / 'x')]
+    line = _fails(capsys, 'index', *args)
     assert (
         f'{mixed / "shard-00001-of-00002.json"} holds embeddings of model sha256:other but shard-00000-of-00002.json is sha256:'
         in line
@@ -373,9 +362,8 @@ def test_index_from_shards_with_a_missing_file_fails(
     broken = tmp_path / 'broken'
     shutil.copytree(exported, broken)
     (broken / 'shard-00000-of-00001.embeddings.npy').unlink()
-    argv = ['index', '--embeddings', str(broken), '--out', str(tmp_path / 'x')]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    args = ['--embeddings', str(broken), '--out', str(tmp_path / 'x')]
+    line = _fails(capsys, 'index', *args)
     assert (
         line
         == f'{broken / "shard-00000-of-00001.embeddings.npy"}: file of shard shard-00000-of-00001.json is missing'
@@ -403,32 +391,14 @@ def test_index_needs_one_source(
 def test_export_into_a_folder_with_shards_fails(
     exported: Path, checkpoint: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        'export',
-        '--ckpt',
-        str(checkpoint),
-        '--data',
-        str(config),
-        '--out',
-        str(exported),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'export')
+    args = ['--ckpt', str(checkpoint), '--data', str(config), '--out', str(exported)]
+    line = _fails(capsys, 'export', *args)
     assert f'{exported} holds embedding shards already' in line
 
 
 def test_export_of_an_image_folder_fails(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        'export',
-        '--ckpt',
-        str(checkpoint),
-        '--data',
-        str(tmp_path),
-        '--out',
-        str(tmp_path / 'out'),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'export')
+    args = ['--ckpt', str(checkpoint), '--data', str(tmp_path)]
+    line = _fails(capsys, 'export', *args, '--out', str(tmp_path / 'out'))
     assert 'export embeds the images of a datamodule config' in line
