@@ -378,34 +378,62 @@ def _metric_cases() -> list[Any]:
 
 
 def _search_cases() -> list[Any]:
+    cases: list[Any] = []
+
+    def case(
+        fragment: str, case_id: str, error: type[Exception] = ValueError
+    ) -> Callable[[Case], Case]:
+        """Register the decorated call: it raises ``error`` naming ``fragment``."""
+
+        def register(call: Case) -> Case:
+            cases.append(pytest.param(call, error, fragment, id=case_id))
+            return call
+
+        return register
+
     def flat(tmp: Path) -> EmbeddingIndex:
         index = EmbeddingIndex(4)
         index.add(torch.eye(4), ['a', 'b', 'c', 'd'])
         return index
 
+    @case('dim', 'idx-dim-0')
+    def dim_0(tmp: Path) -> object:
+        return EmbeddingIndex(0)
+
+    @case('annoy', 'idx-kind')
+    def unknown_kind(tmp: Path) -> object:
+        return EmbeddingIndex(4, 'annoy')
+
+    @case("'a'", 'idx-dup-ids')
     def dup_ids(tmp: Path) -> object:
         EmbeddingIndex(4).add(torch.eye(4), ['a', 'a', 'c', 'd'])
         return None
 
+    @case('3', 'idx-wrong-dim')
     def wrong_dim(tmp: Path) -> object:
         EmbeddingIndex(4).add(torch.eye(3), ['a', 'b', 'c'])
         return None
 
+    @case('finite', 'idx-nan')
     def nan_vectors(tmp: Path) -> object:
         vectors = torch.eye(4)
         vectors[0, 0] = math.nan
         EmbeddingIndex(4).add(vectors, ['a', 'b', 'c', 'd'])
         return None
 
+    @case('k', 'idx-k-0')
     def search_k0(tmp: Path) -> object:
         return flat(tmp).search(torch.eye(4), 0)
 
+    @case('k=6 is larger', 'idx-k-gt-n')
     def search_k6(tmp: Path) -> object:
         return flat(tmp).search(torch.eye(4), 6)
 
+    @case('nothing', 'idx-missing', FileNotFoundError)
     def load_missing(tmp: Path) -> object:
         return EmbeddingIndex.load(tmp / 'nothing')
 
+    @case('SHA-256', 'idx-reordered-ids')
     def reordered_ids(tmp: Path) -> object:
         prefix = tmp / 'idx'
         flat(tmp).save(prefix)
@@ -418,59 +446,45 @@ def _search_cases() -> list[Any]:
         ids_file.write_text(ids_file.read_text().replace('"X"', '"b"'))
         return EmbeddingIndex.load(prefix)
 
+    @case('/', 'idx-slash-prefix')
     def slash_prefix(tmp: Path) -> object:
         flat(tmp).save(str(tmp) + '/')
         return None
 
+    @case('uint16', 'img-geotiff-uint16')
     def read_uint16(tmp: Path) -> object:
         path = _write_geotiff(
             tmp / 'q16.tif', np.full((3, 8, 8), 4000, dtype=np.uint16)
         )
         return read_image(path, 3, eight_bit=True)
 
+    @case('float32', 'img-geotiff-float32')
     def read_float32(tmp: Path) -> object:
         path = _write_geotiff(tmp / 'qf.tif', np.full((3, 8, 8), 0.5, dtype=np.float32))
         return read_image(path, 3, eight_bit=True)
 
+    @case('q16.png', 'img-png-16bit')
     def read_png16(tmp: Path) -> object:
         path = tmp / 'q16.png'
         Image.fromarray(np.full((8, 8), 4000, dtype=np.uint16)).save(path)
         return read_image(path, eight_bit=True)
 
+    @case('4 bands', 'img-bands')
     def read_bands(tmp: Path) -> object:
         path = _write_geotiff(tmp / 'q4.tif', np.zeros((4, 8, 8), dtype=np.uint8))
         return read_image(path, 3)
 
+    @case('bad.png', 'img-garbage')
     def read_garbage(tmp: Path) -> object:
         path = tmp / 'bad.png'
         path.write_bytes(b'not an image')
         return read_image(path)
 
-    return [
-        pytest.param(lambda tmp: EmbeddingIndex(0), ValueError, 'dim', id='idx-dim-0'),
-        pytest.param(
-            lambda tmp: EmbeddingIndex(4, 'annoy'), ValueError, 'annoy', id='idx-kind'
-        ),
-        pytest.param(dup_ids, ValueError, "'a'", id='idx-dup-ids'),
-        pytest.param(wrong_dim, ValueError, '3', id='idx-wrong-dim'),
-        pytest.param(nan_vectors, ValueError, 'finite', id='idx-nan'),
-        pytest.param(search_k0, ValueError, 'k', id='idx-k-0'),
-        pytest.param(search_k6, ValueError, 'k=6 is larger', id='idx-k-gt-n'),
-        pytest.param(load_missing, FileNotFoundError, 'nothing', id='idx-missing'),
-        pytest.param(reordered_ids, ValueError, 'SHA-256', id='idx-reordered-ids'),
-        pytest.param(slash_prefix, ValueError, '/', id='idx-slash-prefix'),
-        pytest.param(read_uint16, ValueError, 'uint16', id='img-geotiff-uint16'),
-        pytest.param(read_float32, ValueError, 'float32', id='img-geotiff-float32'),
-        pytest.param(read_png16, ValueError, 'q16.png', id='img-png-16bit'),
-        pytest.param(read_bands, ValueError, '4 bands', id='img-bands'),
-        pytest.param(read_garbage, ValueError, 'bad.png', id='img-garbage'),
-        pytest.param(
-            lambda tmp: read_image(tmp / 'none.tif'),
-            FileNotFoundError,
-            'none.tif',
-            id='img-missing',
-        ),
-    ]
+    @case('none.tif', 'img-missing', FileNotFoundError)
+    def read_missing(tmp: Path) -> object:
+        return read_image(tmp / 'none.tif')
+
+    return cases
 
 
 def _task_cases() -> list[Any]:
@@ -627,23 +641,12 @@ def _one_line(err: str, command: str) -> str:
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(
+    tiny_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A tiny untrained RetrievalTask checkpoint trained at 32 px."""
-    import lightning
-
-    task = RetrievalTask(
-        model='test_resnet', embed_dim=8, proj_hidden_dim=16, image_size=32
-    )
     path = tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt'
-    torch.save(
-        {
-            'state_dict': task.state_dict(),
-            'hyper_parameters': dict(task.hparams),
-            'pytorch-lightning_version': lightning.__version__,
-        },
-        path,
-    )
-    return path
+    return tiny_checkpoint(path, image_size=32)
 
 
 @pytest.fixture(scope='module')

@@ -233,24 +233,11 @@ def test_faults_of_the_program_keep_their_traceback(
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(
+    tiny_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A tiny RetrievalTask checkpoint (untrained)."""
-    import lightning
-    import torch
-
-    from torchgeo_macl.tasks import RetrievalTask
-
-    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt'
-    torch.save(
-        {
-            'state_dict': task.state_dict(),
-            'hyper_parameters': dict(task.hparams),
-            'pytorch-lightning_version': lightning.__version__,
-        },
-        path,
-    )
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt')
 
 
 @pytest.mark.parametrize(
@@ -515,34 +502,19 @@ def test_console_script_reports_the_cause_first(tmp_path: Path) -> None:
 
 
 def test_index_embeds_at_the_checkpoint_size(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_checkpoint: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import lightning
-    import torch
-
-    from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
     from torchgeo_macl.search import (
         EmbeddingIndex,
         load_archive_info,
         load_task,
         search_archive,
     )
-    from torchgeo_macl.tasks import RetrievalTask
 
-    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
     # trained at 32 px on data normalised with the datamodule's statistics
-    task.input_size.fill_(32)
-    task.input_mean.copy_(DLRSDRetrievalDataModule.mean)
-    task.input_std.copy_(DLRSDRetrievalDataModule.std)
-    ckpt = tmp_path / 'at32.ckpt'
-    torch.save(
-        {
-            'state_dict': task.state_dict(),
-            'hyper_parameters': dict(task.hparams),
-            'pytorch-lightning_version': lightning.__version__,
-        },
-        ckpt,
-    )
+    ckpt = tiny_checkpoint(tmp_path / 'at32.ckpt', trained_at=32)
     config = _data_config(tmp_path, image_size=48)
     out = tmp_path / 'idx' / 'x'
     argv = ['index', '--ckpt', str(ckpt), '--data', str(config), '--out', str(out)]

@@ -1,12 +1,11 @@
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -26,34 +25,20 @@ from torchgeo_macl.search import (
     read_shards,
     write_shard,
 )
-from torchgeo_macl.tasks import RetrievalTask
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 DATA = Path(__file__).parents[1] / 'data'
 
 
-def _save(task: RetrievalTask, path: Path) -> Path:
-    torch.save(
-        {
-            'state_dict': task.state_dict(),
-            'hyper_parameters': dict(task.hparams),
-            'pytorch-lightning_version': lightning.__version__,
-        },
-        path,
-    )
-    return path
-
-
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(
+    tiny_checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A tiny task trained (as far as preprocessing goes) at 32 px on DLRSD."""
     torch.manual_seed(0)
-    task = RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16)
-    task.input_size.fill_(32)
-    task.input_mean.copy_(DLRSDRetrievalDataModule.mean)
-    task.input_std.copy_(DLRSDRetrievalDataModule.std)
-    return _save(task, tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt')
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.ckpt'
+    return tiny_checkpoint(path, trained_at=32)
 
 
 @pytest.fixture(scope='module')
@@ -89,6 +74,12 @@ def _error_line(err: str, command: str) -> str:
     prefix = f'torchgeo-macl {command}: error: '
     assert lines[0].startswith(prefix), err
     return lines[0].removeprefix(prefix)
+
+
+def _fails(capsys: pytest.CaptureFixture[str], command: str, *args: str) -> str:
+    """Run ``command`` with ``args``, expect exit status 1 and return its error."""
+    assert main([command, *args]) == 1
+    return _error_line(capsys.readouterr().err, command)
 
 
 # ----------------------------------------------------------------------------------
@@ -272,7 +263,11 @@ def test_export_then_index_equals_index_from_data(
 
 @pytest.mark.slow
 def test_export_two_processes_match_one(
-    exported: Path, checkpoint: Path, config: Path, tmp_path: Path
+    exported: Path,
+    checkpoint: Path,
+    config: Path,
+    run_command: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
 ) -> None:
     out = tmp_path / 'ddp'
     argv = [
@@ -294,17 +289,7 @@ def test_export_two_processes_match_one(
         'ddp',
         '--no-progress',
     ]
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_command(argv, tmp_path, OMP_NUM_THREADS='1')
     assert sorted(p.name for p in out.glob('*.json')) == [
         'shard-00000-of-00002.json',
         'shard-00001-of-00002.json',
@@ -330,37 +315,21 @@ def test_export_two_processes_match_one(
 def test_index_from_an_empty_folder_fails(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        'index',
-        '--embeddings',
-        str(tmp_path),
-        '--out',
-        str(tmp_path / 'idx' / 'x'),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    out = tmp_path / 'idx' / 'x'
+    line = _fails(capsys, 'index', '--embeddings', str(tmp_path), '--out', str(out))
     assert f'no embedding shards (shard-*-of-*.json) in {tmp_path}' in line
     assert not (tmp_path / 'idx').exists()
 
 
 def test_index_from_shards_of_another_model_fails(
-    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exported: Path,
+    tiny_checkpoint: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    other = _save(
-        RetrievalTask(model='test_resnet', embed_dim=8, proj_hidden_dim=16),
-        tmp_path / 'other.ckpt',
-    )
-    argv = [
-        'index',
-        '--ckpt',
-        str(other),
-        '--embeddings',
-        str(exported),
-        '--out',
-        str(tmp_path / 'x'),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    other = tiny_checkpoint(tmp_path / 'other.ckpt')
+    args = ['--ckpt', str(other), '--embeddings', str(exported)]
+    line = _fails(capsys, 'index', *args, '--out', str(tmp_path / 'x'))
     assert (
         f'{exported / "shard-00000-of-00001.json"} holds embeddings of model sha256:'
         in line
@@ -379,9 +348,8 @@ def test_index_from_mixed_shards_fails(
     meta['world_size'] = 2
     (mixed / 'shard-00000-of-00002.json').write_text(json.dumps(meta))
     manifest.unlink()
-    argv = ['index', '--embeddings', str(mixed), '--out', str(tmp_path / 'x')]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    args = ['--embeddings', str(mixed), '--out', str(tmp_path / 'x')]
+    line = _fails(capsys, 'index', *args)
     assert (
         f'{mixed / "shard-00001-of-00002.json"} holds embeddings of model sha256:other but shard-00000-of-00002.json is sha256:'
         in line
@@ -394,9 +362,8 @@ def test_index_from_shards_with_a_missing_file_fails(
     broken = tmp_path / 'broken'
     shutil.copytree(exported, broken)
     (broken / 'shard-00000-of-00001.embeddings.npy').unlink()
-    argv = ['index', '--embeddings', str(broken), '--out', str(tmp_path / 'x')]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'index')
+    args = ['--embeddings', str(broken), '--out', str(tmp_path / 'x')]
+    line = _fails(capsys, 'index', *args)
     assert (
         line
         == f'{broken / "shard-00000-of-00001.embeddings.npy"}: file of shard shard-00000-of-00001.json is missing'
@@ -424,32 +391,14 @@ def test_index_needs_one_source(
 def test_export_into_a_folder_with_shards_fails(
     exported: Path, checkpoint: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        'export',
-        '--ckpt',
-        str(checkpoint),
-        '--data',
-        str(config),
-        '--out',
-        str(exported),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'export')
+    args = ['--ckpt', str(checkpoint), '--data', str(config), '--out', str(exported)]
+    line = _fails(capsys, 'export', *args)
     assert f'{exported} holds embedding shards already' in line
 
 
 def test_export_of_an_image_folder_fails(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        'export',
-        '--ckpt',
-        str(checkpoint),
-        '--data',
-        str(tmp_path),
-        '--out',
-        str(tmp_path / 'out'),
-    ]
-    assert main(argv) == 1
-    line = _error_line(capsys.readouterr().err, 'export')
+    args = ['--ckpt', str(checkpoint), '--data', str(tmp_path)]
+    line = _fails(capsys, 'export', *args, '--out', str(tmp_path / 'out'))
     assert 'export embeds the images of a datamodule config' in line

@@ -1,7 +1,6 @@
 import glob
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -391,21 +390,15 @@ DDP_SCRIPT = textwrap.dedent(
 
 
 def test_ddp_fit_and_test_match_single_process(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path,
+    run_command: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
 ) -> None:
     script = tmp_path / 'ddp_run.py'
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(synthetic_root), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-        cwd=tmp_path,
+    run_command(
+        [sys.executable, str(script), str(synthetic_root), str(tmp_path)], tmp_path
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / 'result.json').read_text())
     assert result['world_size'] == 2
     assert result['gathered'] is True
