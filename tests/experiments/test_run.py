@@ -515,11 +515,9 @@ def test_configs_parse_with_lightning_cli(
 
 
 # ----------------------------------------------------------------- end to end
+@pytest.mark.usefixtures('tiny_models')
 def test_tiny_end_to_end_run(
-    run_script: ModuleType,
-    tiny_models: None,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    run_script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / 'data'
     results = tmp_path / 'results'

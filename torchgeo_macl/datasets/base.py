@@ -822,13 +822,10 @@ class MaskRetrievalDataset(RetrievalDataset):
         return labels_from_pixel_counts(counts()[rows], self.min_pixel_fraction)
 
     def _load_mask_array(self, path: str) -> NDArray[np.int64]:
-        """Decode an index-coded mask (values 1..C) into class ids 0..C-1.
-
-        Args:
-            path: Mask file.
+        """Decode the index-coded mask file ``path`` (values 1..C).
 
         Returns:
-            int64 array [H, W].
+            Class ids 0..C-1, int64 [H, W].
 
         Raises:
             ValueError: If a value is outside 1..C (the message names the file).

@@ -232,7 +232,7 @@ class EmbeddingIndex:
                 self._dim, self._hnsw_m, faiss.METRIC_INNER_PRODUCT
             )
             self._index.hnsw.efConstruction = self._ef_construction
-            self._index.hnsw.efSearch = self._ef_search
+            self._apply_search_params()
 
     # ------------------------------------------------------------------------------
     # Properties
@@ -268,8 +268,7 @@ class EmbeddingIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self._nprobe = _positive_int(value, 'nprobe')
-        if self._index is not None and self._kind in ('ivf', 'ivfpq'):
-            self._index.nprobe = self._nprobe
+        self._apply_search_params()
 
     @property
     def ef_search(self) -> int:
@@ -279,7 +278,15 @@ class EmbeddingIndex:
     @ef_search.setter
     def ef_search(self, value: int) -> None:
         self._ef_search = _positive_int(value, 'ef_search')
-        if self._kind == 'hnsw':
+        self._apply_search_params()
+
+    def _apply_search_params(self) -> None:
+        """Give the faiss index the search settings of its kind."""
+        if self._index is None:
+            return
+        if self._kind in ('ivf', 'ivfpq'):
+            self._index.nprobe = self._nprobe
+        elif self._kind == 'hnsw':
             self._index.hnsw.efSearch = self._ef_search
 
     @property
@@ -404,8 +411,8 @@ class EmbeddingIndex:
                 faiss.METRIC_INNER_PRODUCT,
             )
         index.train(x)
-        index.nprobe = self._nprobe
         self._index = index
+        self._apply_search_params()
 
     def add(
         self,
@@ -784,8 +791,7 @@ class EmbeddingIndex:
             model_id=meta['model_id'],
         )
         self._index = index
-        self.nprobe = self._nprobe
-        self.ef_search = self._ef_search
+        self._apply_search_params()
         self._ids = ids
         self._id_set = set(ids)
 
