@@ -9,6 +9,7 @@ VENV_LATEST ?= .venv-latest
 REQ_MIN := requirements/py311-torchgeo-0.8.txt
 REQ_LATEST := requirements/py312-torchgeo-latest.txt
 DEMO_OUT ?= outputs/demo
+DOCS_OUT ?= docs/_build/html
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 # Python 3.12: `python3.12` when it runs, else the newest 3.12 that pyenv knows.
@@ -22,12 +23,13 @@ else \
 fi
 endef
 
-.PHONY: help install demo test test-latest lint typecheck pytest clean
+.PHONY: help install demo test test-latest docs lint typecheck pytest clean
 
 help:
 	@echo 'make demo         install into $(VENV) and run the demo (synthetic archive, MACL vs SupCon)'
 	@echo 'make test         install into $(VENV) (Python 3.11, torchgeo 0.8.1); ruff, mypy, pytest'
 	@echo 'make test-latest  the same suite in $(VENV_LATEST) (Python 3.12, newest torchgeo)'
+	@echo 'make docs         install the docs extras into $(VENV); build the HTML site into $(DOCS_OUT)'
 
 $(VENV)/.installed: pyproject.toml $(REQ_MIN)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,10 @@ $(VENV_LATEST)/.installed: pyproject.toml $(REQ_LATEST)
 	@test -x $(VENV_LATEST)/bin/python || { py=$$($(find_python312)); echo "using $$py"; "$$py" -m venv $(VENV_LATEST); }
 	$(VENV_LATEST)/bin/python -m pip install $(PIP_FLAGS) -r $(REQ_LATEST)
 	$(VENV_LATEST)/bin/python -m pip install $(PIP_FLAGS) -c $(REQ_LATEST) -e '.[dev]'
+	@touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c $(REQ_MIN) -e '.[docs]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -60,5 +66,9 @@ test: $(VENV)/.installed
 test-latest: $(VENV_LATEST)/.installed
 	$(call run_suite,$(VENV_LATEST))
 
+# warnings are errors; the build reads nothing from the network
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/python -m sphinx -W --keep-going -b html docs $(DOCS_OUT)
+
 clean:
-	rm -rf $(VENV) $(VENV_LATEST) .mypy_cache .ruff_cache .pytest_cache outputs
+	rm -rf $(VENV) $(VENV_LATEST) .mypy_cache .ruff_cache .pytest_cache outputs docs/_build
