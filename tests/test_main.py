@@ -530,3 +530,149 @@ def test_index_embeds_at_the_checkpoint_size(
     )
     assert hits[0].id == some_id
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+# ------------------------------------------------------------------ index a folder
+
+
+def _image_folder(folder: Path, *names: str) -> Path:
+    """Write small RGB images of the given names (PNG, JPEG, ... by suffix)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    return folder
+
+
+def _index_folder(checkpoint: Path, folder: Path, out: Path, *extra: str) -> int:
+    """Run ``index --data FOLDER`` with a tiny batch size; return the exit code."""
+    argv = ['index', '--ckpt', str(checkpoint), '--data', str(folder)]
+    return main([*argv, '--out', str(out), '--batch-size', '2', *extra])
+
+
+def test_index_folder_ids_that_clash(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _image_folder(tmp_path / 'images', 'a.png', 'a.jpg', 'b.png', 's/c.tif')
+    out = tmp_path / 'idx' / 'x'
+    assert _index_folder(checkpoint, folder, out) == 1
+    line = _error_line(capsys.readouterr().err, 'index')
+    assert "'a'" in line
+    assert str(folder / 'a.jpg') in line
+    assert str(folder / 'a.png') in line
+    assert 'b.png' not in line
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    'content',
+    [lambda png: b'not an image', lambda png: png[: len(png) // 2]],
+    ids=['junk', 'truncated'],
+)
+def test_index_folder_unreadable_image(
+    content: Callable[[bytes], bytes],
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = _image_folder(tmp_path / 'images', 'a.png', 'b.png', 'c.png', 'd.png')
+    bad = folder / 'c.png'
+    bad.write_bytes(content(bad.read_bytes()))
+    out = tmp_path / 'idx' / 'x'
+    assert _index_folder(checkpoint, folder, out) == 1
+    line = _error_line(capsys.readouterr().err, 'index')
+    assert f'cannot decode image {bad}' in line
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, 'umask'), reason='no umask on this platform')
+@pytest.mark.parametrize(('umask', 'mode'), [(0o022, 0o644), (0o027, 0o640)])
+def test_index_files_follow_the_umask(
+    umask: int, mode: int, checkpoint: Path, tmp_path: Path
+) -> None:
+    folder = _image_folder(tmp_path / 'images', 'a.png', 'b.png')
+    config = _data_config(tmp_path)
+    previous = os.umask(umask)
+    try:
+        assert _index_folder(checkpoint, folder, tmp_path / 'f' / 'x') == 0
+        argv = ['index', '--ckpt', str(checkpoint), '--data', str(config)]
+        assert main([*argv, '--out', str(tmp_path / 'd' / 'x')]) == 0
+    finally:
+        os.umask(previous)
+    files = sorted((tmp_path / 'f').iterdir()) + sorted((tmp_path / 'd').iterdir())
+    for end in ('.faiss', '.ids.json', '.labels.npy', 'x.json', '.archive.json'):
+        assert any(p.name.endswith(end) for p in files), end
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.name: oct(mode) for p in files
+    }
+
+
+def test_index_and_search_on_the_cpu(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _image_folder(tmp_path / 'images', 'a.png', 'b.png', 'c.png')
+    out = tmp_path / 'idx' / 'x'
+    assert _index_folder(checkpoint, folder, out, '--accelerator', 'cpu') == 0
+    argv = ['search', '--index', str(out), '--ckpt', str(checkpoint), '-k', '1']
+    assert main([*argv, 'a', '--accelerator', 'cpu']) == 0
+    assert 'query: a' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('accelerator', ['gpu', 'cuda'])
+@pytest.mark.parametrize('command', ['index-folder', 'index-config', 'search'])
+def test_unavailable_accelerator_is_refused(
+    command: str,
+    accelerator: str,
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import torch
+
+    folder = _image_folder(tmp_path / 'images', 'a.png', 'b.png')
+    out = tmp_path / 'idx' / 'x'
+    assert _index_folder(checkpoint, folder, out) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    other = tmp_path / 'other' / 'x'
+    if command == 'index-folder':
+        code = _index_folder(checkpoint, folder, other, '--accelerator', accelerator)
+    elif command == 'index-config':
+        argv = [
+            'index',
+            '--ckpt',
+            str(checkpoint),
+            '--data',
+            str(_data_config(tmp_path)),
+        ]
+        code = main([*argv, '--out', str(other), '--accelerator', accelerator])
+    else:
+        argv = ['search', '--index', str(out), '--ckpt', str(checkpoint), 'a']
+        code = main([*argv, '--accelerator', accelerator])
+    assert code == 1
+    name = command.split('-')[0]
+    line = _error_line(capsys.readouterr().err, name)
+    assert f"accelerator '{accelerator}' is not available" in line
+    assert not other.parent.exists()
+
+
+@pytest.mark.parametrize('command', ['index', 'search'])
+def test_unknown_accelerator_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [command, '--ckpt', 'c', '--accelerator', 'abacus']
+    argv += (
+        ['--data', 'd', '--out', 'o'] if command == 'index' else ['--index', 'i', 'q']
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "'abacus'" in err

@@ -521,6 +521,14 @@ def _predict_datamodule(path: str, task: Any, split: str) -> Any:
     return dm
 
 
+_ACCELERATOR = arg(
+    '--accelerator',
+    default='auto',
+    choices=('auto', 'cpu', 'gpu', 'cuda', 'mps'),
+    help='device that embeds the images: gpu is CUDA or MPS, auto the first '
+    'available of these, else the CPU (default: %(default)s)',
+)
+
 _SPLIT = arg(
     '--split',
     default='all',
@@ -549,22 +557,18 @@ _SPLIT = arg(
         default=64,
         help='images per forward pass (default: %(default)s)',
     ),
-    arg('--accelerator', default='auto'),
+    _ACCELERATOR,
 )
 def _index(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from torchgeo_macl.search import (
         ArchiveInfo,
         datamodule_sources,
         embed_datamodule,
-        embed_images,
-        list_images,
+        inference_device,
         model_fingerprint,
-        read_image,
     )
 
     if (args.data is None) == (args.embeddings is None):
@@ -575,40 +579,71 @@ def _index(args: argparse.Namespace) -> int:
     if args.ckpt is None:
         _report('index', '--data needs --ckpt, the checkpoint to embed with')
         return 2
+    device = inference_device(args.accelerator)
     task = _load_task(args.ckpt)
     # identify the checkpoint as loaded: embedding a datamodule runs the task's setup,
     # which may overwrite its preprocessing buffers with the datamodule's settings
     fingerprint = model_fingerprint(task)
     classes: list[str] = []
     if os.path.isdir(args.data):
-        files = list_images(args.data)
-        bands = int(task.hparams['in_channels'])
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        embeddings_parts = []
-        for start in tqdm(range(0, len(files), args.batch_size), desc='embedding'):
-            chunk = [
-                read_image(p, bands, eight_bit=task.eight_bit_input)
-                for p in files[start : start + args.batch_size]
-            ]
-            embeddings_parts.append(embed_images(task, chunk, args.batch_size))
-        import torch
-
-        embeddings = torch.cat(embeddings_parts)
-        root = Path(args.data)
-        ids = [str(p.relative_to(root).with_suffix('')) for p in files]
+        embeddings, ids, sources = _embed_folder(
+            args.data, task.to(device), args.out, args.batch_size
+        )
         labels = None
-        sources = {i: str(p.resolve()) for i, p in zip(ids, files)}
     else:
         dm = _predict_datamodule(args.data, task, args.split)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        embeddings, ids, labels = embed_datamodule(
-            task, dm, accelerator=args.accelerator
-        )
+        embeddings, ids, labels = embed_datamodule(task, dm, accelerator=device.type)
         sources = datamodule_sources(dm)
         classes = list(getattr(dm, 'classes', []))
     info = ArchiveInfo(os.path.abspath(args.ckpt), fingerprint, classes, sources)
     _write_index(args.out, args.kind, embeddings, ids, labels, info)
     return 0
+
+
+def _embed_folder(
+    folder: str, task: Any, out: str, batch_size: int
+) -> tuple[Tensor, list[str], dict[str, str]]:
+    """Embed the images of a folder (``index --data FOLDER``).
+
+    Args:
+        folder: The folder; every image is read before the index is written.
+        task: The loaded task, on the device to embed with.
+        out: Index path prefix; its folder is created.
+        batch_size: Images per forward pass.
+
+    Returns:
+        The embeddings, their ids (paths under the folder without the suffix) and
+        the image file of every id.
+
+    Raises:
+        FileNotFoundError: If the folder holds no image.
+        ValueError: If images share an id or an image cannot be read (the
+            message names the files).
+    """
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from torchgeo_macl.search import embed_images, folder_ids, list_images, read_image
+
+    files = list_images(folder)
+    ids = folder_ids(folder, files)
+    bands = int(task.hparams['in_channels'])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    parts = []
+    # no bar when standard error is not a terminal, so that errors stay one line
+    with tqdm(total=len(files), desc='embedding', disable=None) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = [
+                read_image(p, bands, eight_bit=task.eight_bit_input)
+                for p in files[start : start + batch_size]
+            ]
+            parts.append(embed_images(task, chunk, batch_size))
+            bar.update(len(chunk))
+    sources = {i: str(p.resolve()) for i, p in zip(ids, files)}
+    return torch.cat(parts), ids, sources
 
 
 def _index_shards(args: argparse.Namespace) -> int:
@@ -763,16 +798,19 @@ def _export(args: argparse.Namespace) -> int:
         help='results per query (default: %(default)s)',
     ),
     arg('--grid', default=None, help='also write a PNG grid of the results'),
+    _ACCELERATOR,
 )
 def _search(args: argparse.Namespace) -> int:
     from torchgeo_macl.search import (
         EmbeddingIndex,
+        inference_device,
         load_archive_info,
         plot_search_grid,
         search_archive,
     )
 
-    task = _load_task(args.ckpt)
+    device = inference_device(args.accelerator)
+    task = _load_task(args.ckpt).to(device)
     index = EmbeddingIndex.load(args.index)
     info = load_archive_info(args.index)
     results = search_archive(index, info, task, args.queries, k=args.k)

@@ -8,10 +8,13 @@ from .archive import (
     search_archive,
 )
 from .embed import (
+    ACCELERATORS,
     IMAGE_SUFFIXES,
     datamodule_sources,
     embed_datamodule,
     embed_images,
+    folder_ids,
+    inference_device,
     list_images,
     load_task,
     model_fingerprint,
@@ -23,6 +26,7 @@ from .shards import Embeddings, read_shards, write_shard
 from .writer import EmbeddingWriter
 
 __all__ = (
+    'ACCELERATORS',
     'IMAGE_SUFFIXES',
     'ArchiveInfo',
     'EmbeddingIndex',
@@ -32,6 +36,8 @@ __all__ = (
     'datamodule_sources',
     'embed_datamodule',
     'embed_images',
+    'folder_ids',
+    'inference_device',
     'list_images',
     'load_archive_info',
     'load_task',

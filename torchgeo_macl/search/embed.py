@@ -17,8 +17,46 @@ if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule
 
     from torchgeo_macl.tasks import RetrievalTask
+
 #: Image file suffixes that :func:`list_images` picks up.
 IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg')
+
+#: Accelerators that :func:`inference_device` knows, as Lightning names them.
+ACCELERATORS = ('auto', 'cpu', 'gpu', 'cuda', 'mps')
+
+
+def inference_device(accelerator: str = 'auto') -> torch.device:
+    """The device an accelerator name stands for, as Lightning's Trainer reads it.
+
+    Args:
+        accelerator: ``'cpu'``; ``'cuda'`` or ``'mps'``; ``'gpu'`` (CUDA, else MPS);
+            or ``'auto'`` (CUDA, else MPS, else the CPU).
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: If the name is unknown, or names a device this machine lacks
+            (never a silent fall back to the CPU).
+    """
+    cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
+    if accelerator not in ACCELERATORS:
+        raise ValueError(
+            f'unknown accelerator {accelerator!r}: use {", ".join(ACCELERATORS)}'
+        )
+    if accelerator == 'cpu':
+        return torch.device('cpu')
+    if cuda and accelerator != 'mps':
+        return torch.device('cuda')
+    if mps and accelerator != 'cuda':
+        return torch.device('mps')
+    if accelerator == 'auto':
+        return torch.device('cpu')
+    raise ValueError(
+        f'accelerator {accelerator!r} is not available on this machine (torch sees '
+        'no CUDA or MPS device); use cpu or auto'
+    )
 
 
 def model_fingerprint(task: torch.nn.Module) -> str:
@@ -153,6 +191,39 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f'no {"/".join(IMAGE_SUFFIXES)} images under {root}')
     return files
+
+
+def folder_ids(
+    folder: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]]
+) -> list[str]:
+    """The ids of images in a folder: their paths under it without the suffix.
+
+    Args:
+        folder: The folder (as given to :func:`list_images`).
+        files: Image files under it.
+
+    Returns:
+        The id of every file, such as ``'sub/a'`` for ``FOLDER/sub/a.png``.
+
+    Raises:
+        ValueError: If files share an id (``a.png`` and ``a.jpg``); the message
+            names the ids and their files.
+    """
+    root = Path(folder)
+    ids = [str(Path(f).relative_to(root).with_suffix('')) for f in files]
+    by_id: dict[str, list[str]] = {}
+    for id_, f in zip(ids, files):
+        by_id.setdefault(id_, []).append(os.fspath(f))
+    clashes = {i: paths for i, paths in by_id.items() if len(paths) > 1}
+    if clashes:
+        listed = '; '.join(
+            f'{i!r}: {", ".join(sorted(paths))}' for i, paths in sorted(clashes.items())
+        )
+        raise ValueError(
+            f'images under {root} share an id (the path without its suffix), '
+            f'rename or remove one of each: {listed}'
+        )
+    return ids
 
 
 def embed_images(
