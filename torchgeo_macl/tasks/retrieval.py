@@ -565,34 +565,8 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 settings meet a datamodule without masks.
         """
         hp = self.hparams
-        trained_size = int(self.input_size)
-        if stage != 'fit' and trained_size > 0 and spec.image_size != trained_size:
-            given = (
-                f'{spec.image_size} px'
-                if spec.image_size
-                else 'their stored size (image_size=None)'
-            )
-            raise ValueError(
-                f'the task embeds images at {trained_size} px but the datamodule '
-                f'{source} resizes them to {given}; set its image_size to '
-                f'{trained_size}'
-            )
-        if stage != 'fit' and trained_size > 0:
-            mean = torch.tensor(spec.mean, dtype=self.input_mean.dtype)
-            std = torch.tensor(spec.std, dtype=self.input_std.dtype)
-            if not (
-                torch.allclose(
-                    mean.expand_as(self.input_mean).cpu(), self.input_mean.cpu()
-                )
-                and torch.allclose(
-                    std.expand_as(self.input_std).cpu(), self.input_std.cpu()
-                )
-            ):
-                raise ValueError(
-                    f'the task normalises with mean {self.input_mean.tolist()} and '
-                    f'std {self.input_std.tolist()} but the datamodule {source} with '
-                    f'mean {list(spec.mean)} and std {list(spec.std)}'
-                )
+        if stage != 'fit' and int(self.input_size) > 0:
+            self._check_preprocessing(spec, source)
         if hp['num_classes'] is None:
             hp['num_classes'] = spec.num_classes
             self._build_heads()
@@ -632,6 +606,39 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             raise ValueError(
                 f'mask_aware_views and aux_seg_weight need masks, but {source} '
                 'provides none'
+            )
+
+    def _check_preprocessing(self, spec: RetrievalDataSpec, source: str) -> None:
+        """Refuse a datamodule that preprocesses otherwise than the trained task.
+
+        Args:
+            spec: The datamodule's description of its batches.
+            source: Name of the datamodule, for error messages.
+
+        Raises:
+            ValueError: If the image size or the normalisation differs.
+        """
+        size = int(self.input_size)
+        if spec.image_size != size:
+            given = (
+                f'{spec.image_size} px'
+                if spec.image_size
+                else 'their stored size (image_size=None)'
+            )
+            raise ValueError(
+                f'the task embeds images at {size} px but the datamodule '
+                f'{source} resizes them to {given}; set its image_size to {size}'
+            )
+        mean = self.input_mean.cpu()
+        std = self.input_std.cpu()
+        if not (
+            torch.allclose(torch.tensor(spec.mean).expand_as(mean), mean)
+            and torch.allclose(torch.tensor(spec.std).expand_as(std), std)
+        ):
+            raise ValueError(
+                f'the task normalises with mean {mean.tolist()} and std '
+                f'{std.tolist()} but the datamodule {source} with mean '
+                f'{list(spec.mean)} and std {list(spec.std)}'
             )
 
     def _build_heads(self) -> None:

@@ -294,22 +294,23 @@ class ContrastiveViews(nn.Module):
         self,
         mean: Tensor | float,
         std: Tensor | float,
-        value_min: Tensor | Sequence[float] | float = 0.0,
-        value_max: Tensor | Sequence[float] | float = 255.0,
+        value_min: Tensor | Sequence[float] | float | None = None,
+        value_max: Tensor | Sequence[float] | float | None = None,
     ) -> None:
         """Set the normalisation the incoming batches carry, and their valid range.
 
         Args:
             mean: Per-band (or scalar) mean, in the units of the stored images.
             std: Per-band (or scalar) standard deviation, same units.
-            value_min: Per-band (or scalar) lowest valid value of the stored images.
-            value_max: Per-band (or scalar) highest valid value.
+            value_min: Per-band (or scalar) lowest valid value of the stored images
+                (default 0).
+            value_max: Per-band (or scalar) highest valid value (default 255).
         """
         self.jitter.set_normalization(
             torch.as_tensor(mean),
             torch.as_tensor(std),
-            torch.as_tensor(value_min, dtype=torch.float32),
-            torch.as_tensor(value_max, dtype=torch.float32),
+            None if value_min is None else torch.as_tensor(value_min).float(),
+            None if value_max is None else torch.as_tensor(value_max).float(),
         )
 
     def _geometric_aug(self, size: int, with_mask: bool) -> K.AugmentationSequential:
