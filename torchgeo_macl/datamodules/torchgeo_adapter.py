@@ -329,7 +329,7 @@ class TorchGeoRetrievalSplit(RetrievalDataset):
         show_titles: bool = True,
         suptitle: str | None = None,
     ) -> Figure:
-        """Plot a sample with the dataset's ``plot``, or as bands 1-3 and labels.
+        """Plot bands 1-3 of a sample, stretched to their range, and its labels.
 
         Args:
             sample: A sample returned by :meth:`__getitem__`.

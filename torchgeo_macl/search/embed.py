@@ -301,15 +301,20 @@ def embed_datamodule(
     return embeddings, ids, labels
 
 
-def datamodule_sources(datamodule: LightningDataModule) -> dict[str, str]:
+def datamodule_sources(datamodule: LightningDataModule | None) -> dict[str, str]:
     """Map the ids of a datamodule's predict split to their image files.
 
     Args:
-        datamodule: A retrieval datamodule after ``setup('predict')``.
+        datamodule: A retrieval datamodule after ``setup('predict')``, or None.
 
     Returns:
-        Absolute image path of every id.
+        Absolute image path of every id; empty when the predict dataset does not
+        list ``ids`` and ``image_paths``.
     """
     dataset = getattr(datamodule, 'predict_dataset', None)
     parts = getattr(dataset, 'datasets', [dataset])
+    if dataset is None or not all(
+        hasattr(d, 'ids') and hasattr(d, 'image_paths') for d in parts
+    ):
+        return {}
     return {i: os.path.abspath(p) for d in parts for i, p in zip(d.ids, d.image_paths)}

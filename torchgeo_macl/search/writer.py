@@ -17,25 +17,6 @@ from .shards import Embeddings, write_shard
 __all__ = ('EmbeddingWriter',)
 
 
-def _sources(datamodule: Any) -> dict[str, str]:
-    """The image files of a datamodule's predict split, where it knows them.
-
-    Args:
-        datamodule: The trainer's datamodule, or None.
-
-    Returns:
-        Absolute image path of every id; empty when the predict dataset does not
-        list ``ids`` and ``image_paths``.
-    """
-    dataset = getattr(datamodule, 'predict_dataset', None)
-    parts = getattr(dataset, 'datasets', [dataset])
-    if dataset is None or not all(
-        hasattr(d, 'ids') and hasattr(d, 'image_paths') for d in parts
-    ):
-        return {}
-    return datamodule_sources(datamodule)
-
-
 class EmbeddingWriter(BasePredictionWriter):
     """Write the embeddings of ``trainer.predict`` as one shard per process.
 
@@ -164,7 +145,7 @@ class EmbeddingWriter(BasePredictionWriter):
             ids=ids,
             model_id=self._model_id,
             labels=labels,
-            sources=_sources(datamodule),
+            sources=datamodule_sources(datamodule),
             classes=[str(c) for c in getattr(datamodule, 'classes', [])],
             checkpoint=self.checkpoint,
         )
