@@ -198,9 +198,9 @@ def test_weights_from_local_file_and_name(
         def get_state_dict(self, **kwargs: Any) -> dict[str, torch.Tensor]:
             return source.backbone.state_dict()
 
-    from torchgeo_macl.tasks import retrieval
+    from torchgeo_macl.tasks import _weights
 
-    monkeypatch.setattr(retrieval, 'get_weight', lambda name: FakeWeights())
+    monkeypatch.setattr(_weights, 'get_weight', lambda name: FakeWeights())
     task = _task(weights='ResNet18_Weights.SENTINEL2_RGB_MOCO')
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(task.backbone.state_dict()[key], value)

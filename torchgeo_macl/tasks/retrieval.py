@@ -7,6 +7,7 @@ import inspect
 import math
 import os
 import random
+import urllib.error
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,6 @@ from torchgeo_macl._compat import (
     BaseTask,
     WeightsEnum,
     extract_backbone,
-    get_weight,
     load_state_dict,
 )
 from torchgeo_macl.datamodules.spec import RetrievalDataSpec
@@ -39,6 +39,8 @@ from torchgeo_macl.losses import LOSSES, ContrastiveLossBase, get_loss
 from torchgeo_macl.metrics import RetrievalMetrics
 from torchgeo_macl.transforms import ContrastiveViews, labels_from_masks
 from torchgeo_macl.transforms.preprocess import normalize, resize
+
+from . import _weights
 
 #: Loss names accepted by :class:`RetrievalTask`: the registered losses, the default
 #: first, and ``bce``, the classifier baseline.
@@ -211,27 +213,39 @@ def _check_model_name(model: str) -> None:
 
 
 def _check_weights(weights: WeightsEnum | str | bool | None) -> None:
-    """Check that weights given by name or path can be found.
+    """Check that a weights file given by path exists.
 
     Args:
         weights: The ``weights`` argument of :class:`RetrievalTask`.
 
     Raises:
         FileNotFoundError: If a checkpoint or state-dict path does not exist.
-        ValueError: If a name is neither an existing file nor a torchgeo weights
-            enum name.
     """
     if not isinstance(weights, str) or os.path.exists(weights):
         return
     if weights.lower().endswith(('.ckpt', '.pt', '.pth')) or os.sep in weights:
         raise FileNotFoundError(f'weights file not found: {weights}')
+
+
+#: timm modules whose models embed images of any size (``dynamic_img_size``).
+_DYNAMIC_SIZE_MODULES = ('timm.models.vision_transformer', 'timm.models.eva')
+
+
+def _timm_kwargs(name: str) -> dict[str, Any]:
+    """Extra arguments of a timm backbone: ViTs embed images of any size.
+
+    Args:
+        name: The timm model name.
+
+    Returns:
+        ``{'dynamic_img_size': True}`` for ViT-style models (their position
+        embedding is interpolated to the image's patch grid), else nothing.
+    """
     try:
-        get_weight(weights)
-    except ValueError as exc:
-        raise ValueError(
-            f'weights {weights!r} is neither an existing file nor the name of '
-            f'torchgeo weights: {exc}'
-        ) from exc
+        module = timm.models.model_entrypoint(name).__module__
+    except RuntimeError:  # a source prefix (hf-hub:...) is resolved by timm later
+        return {}
+    return {'dynamic_img_size': True} if module in _DYNAMIC_SIZE_MODULES else {}
 
 
 class RetrievalTask(BaseTask):  # type: ignore[misc]
@@ -261,8 +275,9 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     def __init__(
         self,
         model: str = 'resnet18',
-        weights: WeightsEnum | str | bool | None = None,
-        in_channels: int = 3,
+        weights: WeightsEnum | bool | str | None = None,
+        in_channels: int | None = None,
+        use_weights_normalization: bool = True,
         num_classes: int | None = None,
         embed_dim: int = 128,
         proj_hidden_dim: int = 512,
@@ -293,8 +308,17 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 ``smp:<encoder>`` for a segmentation-models-pytorch encoder.
             weights: Initial backbone weights: None/False for random weights, True
                 for the timm (ImageNet) weights, a torchgeo weights enum or its name,
-                or the path of a Lightning checkpoint or state dict.
-            in_channels: Number of input bands.
+                or the path of a Lightning checkpoint or state dict. A torchgeo
+                enum must be for the timm model ``model`` (its ``meta['model']``);
+                its ``meta['in_chans']`` gives ``in_channels``, and its
+                normalisation (the ``Normalize`` steps of its ``transforms``) is
+                what the backbone sees: batches normalised otherwise by the
+                datamodule are mapped onto it (see :meth:`setup`). Weights that
+                are neither cached nor reachable are refused before any download.
+            in_channels: Number of input bands; None takes the weights'
+                ``in_chans`` (3 without torchgeo weights).
+            use_weights_normalization: Map batches onto the normalisation of
+                torchgeo ``weights`` (else the backbone sees the datamodule's).
             num_classes: Number of labels; None takes it from the datamodule.
             embed_dim: Dimension of the retrieval embedding.
             proj_hidden_dim: Hidden width of the projection head.
@@ -330,9 +354,12 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
 
         Raises:
             ValueError: If the loss name, a loss keyword argument, the model name,
-                the weights name or a setting is invalid.
+                the weights name or a setting is invalid, or torchgeo weights are
+                for another model or another number of bands.
             FileNotFoundError: If ``weights`` names a checkpoint or state-dict file
                 (``.ckpt``, ``.pt``, ``.pth``) that does not exist.
+            ConnectionError: If pretrained weights must be downloaded and their
+                source cannot be reached.
         """
         if loss not in LOSS_NAMES:
             raise ValueError(
@@ -341,6 +368,11 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         _check_loss_kwargs(loss, loss_kwargs)
         _check_model_name(model)
         _check_weights(weights)
+        enum = _weights.weights_enum(weights)
+        if enum is not None:
+            in_channels = _weights.check_weights_fit(enum, model, in_channels)
+        elif in_channels is None:
+            in_channels = 3
         sizes = {
             'in_channels': in_channels,
             'num_classes': num_classes,
@@ -376,6 +408,11 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 stacklevel=2,
             )
         self.weights = weights
+        self._in_channels = in_channels
+        #: (mean, std) the pretrained backbone expects of images in stored units
+        self._weights_normalization = (
+            None if enum is None else _weights.weights_normalization(enum, in_channels)
+        )
         super().__init__()
         self.monitor = monitor
 
@@ -389,6 +426,8 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     def configure_models(self) -> None:
         """Build the backbone, projection head and (when needed) heads."""
         hp = self.hparams
+        # None in the arguments: the weights' bands (recorded in the checkpoint)
+        hp['in_channels'] = self._in_channels
         name: str = hp['model']
         self.decoder: nn.Module | None = None
         self.seg_head: nn.Module | None = None
@@ -407,11 +446,14 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 self.decoder = unet.decoder
                 self.seg_head = unet.segmentation_head
         else:
+            if self.weights is True:
+                _weights.check_timm_download(name)
             self.backbone = timm.create_model(
                 name,
                 in_chans=hp['in_channels'],
                 num_classes=0,
                 pretrained=self.weights is True,
+                **_timm_kwargs(name),
             )
             num_features = int(getattr(self.backbone, 'num_features'))  # noqa: B009
         self._load_weights()
@@ -427,6 +469,13 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         # lowest and highest valid value of the training images (8-bit: 0, 255)
         self.input_range: Tensor
         self.register_buffer('input_range', torch.tensor([0.0, 255.0]))
+        # per-band map from the datamodule's normalisation onto the one the
+        # pretrained weights expect (identity without torchgeo weights)
+        self.input_scale: Tensor
+        self.input_shift: Tensor
+        self.register_buffer('input_scale', torch.ones(bands))
+        self.register_buffer('input_shift', torch.zeros(bands))
+        self._renormalize = False
         self.projection = nn.Sequential(
             nn.Linear(num_features, hp['proj_hidden_dim']),
             nn.BatchNorm1d(hp['proj_hidden_dim']),
@@ -452,14 +501,20 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         weights = self.weights
         if not weights or weights is True:
             return
-        if isinstance(weights, WeightsEnum):
-            state_dict = weights.get_state_dict(progress=True)
-        elif isinstance(weights, str) and os.path.exists(weights):
+        if isinstance(weights, str) and os.path.exists(weights):
             state_dict = self._read_checkpoint(weights)
-        elif isinstance(weights, str):
-            state_dict = get_weight(weights).get_state_dict(progress=True)
         else:
-            raise ValueError(f'unsupported weights: {weights!r}')
+            enum = _weights.weights_enum(weights)
+            if enum is None:
+                raise ValueError(f'unsupported weights: {weights!r}')
+            _weights.check_torchgeo_download(enum)
+            try:
+                state_dict = enum.get_state_dict(progress=True)
+            except urllib.error.URLError as exc:
+                raise ConnectionError(
+                    f'cannot download the weights {enum} from '
+                    f'{getattr(enum, "url", "?")}: {exc.reason}'
+                ) from exc
         target = self.backbone
         if self._uses_unet:
             target = getattr(self.backbone, 'model', self.backbone)
@@ -519,7 +574,15 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     ) -> None:
         # checkpoints written before the input range was recorded hold 8-bit data
         state_dict.setdefault(f'{prefix}input_range', torch.tensor([0.0, 255.0]))
+        # and before the map onto the pretrained weights' normalisation
+        state_dict.setdefault(f'{prefix}input_scale', torch.ones_like(self.input_scale))
+        state_dict.setdefault(
+            f'{prefix}input_shift', torch.zeros_like(self.input_shift)
+        )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._renormalize = not (
+            bool((self.input_scale == 1).all()) and bool((self.input_shift == 0).all())
+        )
 
     def setup(self, stage: str) -> None:
         """Take the data's description from the datamodule's ``retrieval_spec``.
@@ -592,6 +655,12 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             self.input_mean, self.input_std, spec.value_min, spec.value_max
         )
         self.input_range.copy_(torch.tensor([min(spec.value_min), max(spec.value_max)]))
+        if (
+            stage == 'fit'
+            and self._weights_normalization is not None
+            and hp['use_weights_normalization']
+        ):
+            self._map_to_weights_normalization(spec)
         setter = getattr(self.criterion, 'set_label_frequencies', None)
         if spec.label_frequencies is not None and setter is not None:
             setter(_usable_frequencies(spec.label_frequencies.float()))
@@ -607,6 +676,41 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 f'mask_aware_views and aux_seg_weight need masks, but {source} '
                 'provides none'
             )
+
+    def _map_to_weights_normalization(self, spec: RetrievalDataSpec) -> None:
+        """Map the datamodule's normalisation onto the pretrained weights'.
+
+        A batch normalised as ``x = (raw - m) / s`` by the datamodule reaches the
+        backbone as ``(raw - m_w) / s_w``, the normalisation of the torchgeo
+        weights: ``x * s / s_w + (m - m_w) / s_w``, per band. The map is saved
+        with the checkpoint.
+
+        Args:
+            spec: The datamodule's description of its batches.
+        """
+        assert self._weights_normalization is not None
+        weights_mean, weights_std = self._weights_normalization
+        bands = self.input_scale.shape[0]
+        mean = torch.tensor(spec.mean).expand(bands)
+        std = torch.tensor(spec.std).expand(bands)
+        span = (torch.tensor(spec.value_max) - torch.tensor(spec.value_min)).expand(
+            bands
+        )
+        normalised = float((span / weights_std).max())
+        if not 0.05 <= normalised <= 100:
+            warnings.warn(
+                f'the weights {self.weights} normalise with std '
+                f"{weights_std.tolist()}, so the data's values "
+                f'{list(spec.value_min)}..{list(spec.value_max)} span at most '
+                f'{normalised:.3g} after it: the data are probably in other units '
+                'than the weights were trained on (use_weights_normalization=False '
+                "keeps the datamodule's normalisation)",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.input_scale.copy_(std / weights_std)
+        self.input_shift.copy_((mean - weights_mean) / weights_std)
+        self._renormalize = True
 
     def _check_preprocessing(self, spec: RetrievalDataSpec, source: str) -> None:
         """Refuse a datamodule that preprocesses otherwise than the trained task.
@@ -689,6 +793,10 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             )
 
     def _features(self, image: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+        if self._renormalize:
+            scale = self.input_scale.to(image.dtype)[None, :, None, None]
+            shift = self.input_shift.to(image.dtype)[None, :, None, None]
+            image = image * scale + shift
         if self._uses_unet:
             maps: list[Tensor] = list(self.backbone(image))
             pooled = F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)

@@ -67,8 +67,12 @@ class NormalizedColorJitter(nn.Module):
     axis (YIQ), which keeps the luma. Each is an affine map of the image in ``[0, 1]``;
     their composition (in a random order per call, as kornia) is expressed in the
     normalised coordinates the image arrives in and applied with one matrix product,
-    then clamped to the values that ``[0, 1]`` normalises to. Saturation and hue apply
-    to 3-band images only.
+    then clamped to the values that ``[0, 1]`` normalises to.
+
+    Images of other than 3 bands (multispectral) have no colour: each band gets a
+    brightness and a contrast factor of its own (contrast blends a band with its own
+    mean), and no band is mixed into another; saturation and hue apply to 3-band
+    images only.
     """
 
     def __init__(self, strength: float, p: float = 0.8) -> None:
@@ -127,13 +131,29 @@ class NormalizedColorJitter(nn.Module):
         shift = ((self.mean - self.value_min) / self.value_span).expand(c)
         return scale, shift
 
-    def _factors(self, b: int, device: torch.device) -> Tensor:
-        """Draw brightness, contrast, saturation and hue (turns) per image."""
+    def _factors(self, b: int, c: int, device: torch.device) -> Tensor:
+        """Draw brightness, contrast, saturation and hue (turns) per image.
+
+        Args:
+            b: Number of images.
+            c: Number of bands: 3-band images draw one factor of each kind, other
+                images a brightness and a contrast factor per band.
+            device: Device of the factors.
+
+        Returns:
+            Factors ``[B, 4, C]``.
+        """
         s = self.strength
         lo = max(0.0, 1.0 - s)
-        scale = torch.rand(b, 3, device=device) * (1.0 + s - lo) + lo
-        hue = (torch.rand(b, 1, device=device) * 2.0 - 1.0) * self.hue
-        return torch.cat([scale, hue], dim=1)
+        if c == 3:
+            scale = torch.rand(b, 3, device=device) * (1.0 + s - lo) + lo
+            hue = (torch.rand(b, 1, device=device) * 2.0 - 1.0) * self.hue
+            return torch.cat([scale, hue], dim=1)[..., None].expand(b, 4, c)
+        per_band = torch.rand(b, 2, c, device=device) * (1.0 + s - lo) + lo
+        unused = torch.stack(
+            [torch.ones(b, c, device=device), torch.zeros(b, c, device=device)], 1
+        )
+        return torch.cat([per_band, unused], dim=1)
 
     def colour_maps(
         self, channel_means: Tensor, factors: Tensor, order: list[int]
@@ -142,8 +162,9 @@ class NormalizedColorJitter(nn.Module):
 
         Args:
             channel_means: Mean of every band of every image ``[B, C]``, normalised.
-            factors: Brightness, contrast and saturation factors and hue turns
-                ``[B, 4]``.
+            factors: Brightness, contrast and saturation factors and hue turns,
+                ``[B, 4]`` (one per image) or ``[B, 4, C]`` (per band; saturation
+                and hue use band 0's).
             order: Order of the operations (0 brightness, 1 contrast,
                 2 saturation, 3 hue).
 
@@ -153,6 +174,8 @@ class NormalizedColorJitter(nn.Module):
         """
         b, c = channel_means.shape
         device = channel_means.device
+        if factors.ndim == 2:
+            factors = factors[..., None].expand(b, 4, c)
         # the normalisation maps an image u in [0, 1] to x = (u - shift) / scale
         scale, shift = self._unit_map(c)
         eye = torch.eye(c, device=device).expand(b, c, c)
@@ -165,18 +188,20 @@ class NormalizedColorJitter(nn.Module):
         u_first = channel_means * scale + shift
         u_mean = u_first
         for step in order:
-            f = factors[:, step]
+            f = factors[:, step]  # [B, C]
             if step == 0:
-                m, t = f[:, None, None] * m, f[:, None] * t
+                m, t = f[:, :, None] * m, f * t
             elif step == 1:
-                grey = (u_mean @ luma)[:, None]
-                m = f[:, None, None] * m
-                t = f[:, None] * t + (1 - f[:, None]) * grey
+                # colour: blend with the mean luma; other bands: with their own mean
+                grey = (u_mean @ luma)[:, None] if rgb else u_mean
+                m = f[:, :, None] * m
+                t = f * t + (1 - f) * grey
             elif step == 2 and rgb:
-                blend = f[:, None, None] * eye + (1 - f[:, None, None]) * luma
+                g = f[:, :1, None]
+                blend = g * eye + (1 - g) * luma
                 m, t = blend @ m, (blend @ t[..., None])[..., 0]
             elif step == 3 and rgb:
-                rotation = _hue_rotation(f * 2 * math.pi)
+                rotation = _hue_rotation(f[:, 0] * 2 * math.pi)
                 m, t = rotation @ m, (rotation @ t[..., None])[..., 0]
             else:
                 continue
@@ -199,7 +224,7 @@ class NormalizedColorJitter(nn.Module):
         if self.strength == 0 or b == 0:
             return image
         device = image.device
-        factors = self._factors(b, device)
+        factors = self._factors(b, c, device)
         order = torch.randperm(4).tolist()
         means = image.detach().float().mean(dim=(2, 3))
         m, t = self.colour_maps(means, factors, order)
