@@ -14,11 +14,13 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
 from torchgeo.main import main as torchgeo_main
 
 from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
 from torchgeo_macl.datasets import make_synthetic_dlrsd
 from torchgeo_macl.main import main as macl_main
+from torchgeo_macl.metrics import RetrievalMetrics
 from torchgeo_macl.tasks import RetrievalTask
 from torchgeo_macl.tasks.retrieval import LOSS_NAMES
 from torchgeo_macl.transforms import labels_from_masks
@@ -510,6 +512,64 @@ def test_test_results_hold_what_the_test_ranked(
     assert int(results['num_queries']) == len(dm.test_dataset)
     assert not any(key.startswith('test_AP_label') for key in logged)
     assert 'test_num_queries' not in logged
+
+
+class _TwoTestLoaders(DLRSDRetrievalDataModule):
+    """A datamodule written for the former test loaders: queries, then database."""
+
+    def test_dataloader(self) -> list[DataLoader[dict[str, torch.Tensor]]]:  # type: ignore[override]
+        super().test_dataloader()
+        assert self.database_dataset is not None
+        return [self._loader(self.test_dataset), self._loader(self.database_dataset)]
+
+
+def _ranked_directly(
+    task: RetrievalTask, dm: DLRSDRetrievalDataModule
+) -> dict[str, float]:
+    """Embed the queries and the database apart and rank them with the metric."""
+    ks = tuple(task.hparams['ks'])
+    metric = RetrievalMetrics(ks=ks, leave_one_out=False, per_label=True, clip_ks=True)
+    task.eval()
+    parts = ((dm.test_dataset, False), (dm.database_dataset, True))
+    with torch.no_grad():
+        for dataset, database in parts:
+            assert dataset is not None
+            for batch in dm._loader(dataset):
+                batch = dm.on_after_batch_transfer(batch, 0)
+                embeddings = task(batch['image'])
+                metric.update(embeddings, batch['label'], batch['index'], database)
+    return {
+        f'test_{name}': float(value)
+        for name, value in metric.compute().items()
+        if '@' in name and value.numel() == 1
+    }
+
+
+def test_one_test_loader_and_one_result(
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
+) -> None:
+    dm = _datamodule(synthetic_root)
+    task = _task()
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=dm)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    assert len(results) == 1
+    (logged,) = results
+    assert 'test_mAP@5' in logged
+    # 12 queries in batches of 8: the second batch holds queries and database items
+    assert len(dm.test_dataset) % dm.batch_size != 0
+    expected = _ranked_directly(task, dm)
+    assert set(logged) == set(expected)
+    for name, value in expected.items():
+        assert logged[name] == pytest.approx(value, abs=1e-6), name
+    # a datamodule with the former two test loaders ranks the same
+    two = _TwoTestLoaders(
+        root=str(synthetic_root), batch_size=8, split_fractions=(0.5, 0.25, 0.25)
+    )
+    former = trainer.test(task, datamodule=two, verbose=False)
+    assert len(former) == 2
+    for name, value in expected.items():
+        assert former[0][name] == pytest.approx(value, abs=1e-6), name
 
 
 def test_state_without_input_range_loads_as_eight_bit() -> None:

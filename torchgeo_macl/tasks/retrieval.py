@@ -829,19 +829,37 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self._log_metrics(self.val_metrics, 'val')
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Embed a test batch: dataloader 0 holds queries, 1 the database.
+        """Embed a test batch of queries and database items.
+
+        The datamodule's test loader marks every sample with ``'database'`` (False
+        for a query, True for a database item; a batch may hold both). A batch
+        without ``'database'`` comes from a datamodule with two test loaders:
+        dataloader 0 holds the queries, dataloader 1 the database.
 
         Args:
-            batch: Batch with 'image', 'label' and 'index'.
+            batch: Batch with 'image', 'label', 'index' and 'database'.
             batch_idx: Index of the batch.
-            dataloader_idx: 0 for queries (test split), 1 for the database.
+            dataloader_idx: Index of the dataloader (only read without
+                'database': 1 for the database).
         """
-        self.test_metrics.update(
-            self(batch['image']),
-            batch['label'],
-            batch.get('index'),
-            database=dataloader_idx == 1,
-        )
+        embeddings = self(batch['image'])
+        labels = batch['label']
+        indexes = batch.get('index')
+        if 'database' not in batch:
+            self.test_metrics.update(
+                embeddings, labels, indexes, database=dataloader_idx == 1
+            )
+            return
+        in_database = torch.as_tensor(batch['database'], device=embeddings.device)
+        in_database = in_database.bool().reshape(-1)
+        for database, rows in ((False, ~in_database), (True, in_database)):
+            if bool(rows.any()):
+                self.test_metrics.update(
+                    embeddings[rows],
+                    labels[rows],
+                    None if indexes is None else indexes[rows],
+                    database=database,
+                )
 
     def on_test_epoch_end(self) -> None:
         """Rank test queries against the database and log the metrics."""
