@@ -17,7 +17,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import (
@@ -118,6 +118,20 @@ def _is_default_checkpoint(callback: ModelCheckpoint) -> bool:
         getattr(callback, name) == getattr(default, name)
         for name in ('monitor', 'dirpath', 'filename', 'save_top_k', 'save_last')
     )
+
+
+def _drop_own_checkpoint_state(checkpoint: dict[str, Any]) -> None:
+    """Remove the state of :class:`_BestAndLastCheckpoint` from a loaded checkpoint.
+
+    Args:
+        checkpoint: The checkpoint dictionary, changed in place.
+    """
+    states = checkpoint.get('callbacks')
+    if not isinstance(states, dict):
+        return
+    own = f'{_BestAndLastCheckpoint.__qualname__}{{'
+    for key in [k for k in states if isinstance(k, str) and k.startswith(own)]:
+        del states[key]
 
 
 def _usable_frequencies(freqs: Tensor) -> Tensor:
@@ -953,18 +967,40 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         return int(epochs)
 
     def configure_callbacks(self) -> list[Callback]:
-        """Checkpoints of the best and of the latest epoch, unless the user set one.
+        """Checkpoints when fitting, an embedding writer when predicting.
 
-        The best checkpoint follows the monitored retrieval metric (maximised);
-        ``last.ckpt`` is written after every epoch, whether or not it improved, so
-        that ``ckpt_path=last`` resumes from the latest state. When the trainer
-        already has a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other
-        than Lightning's default one, the user's callbacks are kept as they are.
+        Fitting: checkpoints of the best and of the latest epoch, unless the user
+        set one. The best checkpoint follows the monitored retrieval metric
+        (maximised); ``last.ckpt`` is written after every epoch, whether or not it
+        improved, so that ``ckpt_path=last`` resumes from the latest state. When
+        the trainer already has a
+        :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other than
+        Lightning's default one, the user's callbacks are kept as they are.
+
+        Predicting: unless the trainer has a
+        :class:`~lightning.pytorch.callbacks.BasePredictionWriter`, an
+        :class:`~torchgeo_macl.search.EmbeddingWriter` that writes the embeddings
+        as shards (one per process) into the ``predictions`` folder of the
+        trainer's log directory (``trainer.log_dir``, e.g.
+        ``lightning_logs/version_N/predictions``; ``default_root_dir/predictions``
+        without a logger), for ``torchgeo-macl index --embeddings``; so
+        ``torchgeo-macl predict`` writes the embeddings rather than dropping them.
+
+        Validating and testing: no callbacks (no checkpoint to write).
 
         Returns:
-            The checkpoint callbacks (none when the user configured their own).
+            The callbacks to add to the trainer's.
         """
         trainer = self._trainer
+        stage = None if trainer is None else trainer.state.fn
+        if trainer is not None and stage == 'predict':
+            if any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
+                return []
+            from torchgeo_macl.search import EmbeddingWriter
+
+            return [EmbeddingWriter()]
+        if stage is not None and stage != 'fit':
+            return []
         if trainer is not None and any(
             isinstance(cb, ModelCheckpoint) and not _is_default_checkpoint(cb)
             for cb in getattr(trainer, 'callbacks', [])
@@ -997,6 +1033,11 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the random states saved by :meth:`on_save_checkpoint`.
 
+        Outside fitting, the random states are not restored, and the state of the
+        task's own checkpoint callback is left out of the checkpoint being loaded:
+        that callback only runs when fitting (:meth:`configure_callbacks`), and
+        Lightning would otherwise ask for it.
+
         Args:
             checkpoint: Checkpoint being loaded.
         """
@@ -1009,6 +1050,8 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             self._build_heads()
         states = checkpoint.get('rng_states')
         fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
+        if not fitting:
+            _drop_own_checkpoint_state(checkpoint)
         if not states or not fitting:
             return
         torch.set_rng_state(states['torch'])
