@@ -211,10 +211,10 @@ def test_weights_from_local_file_and_name(
 
 
 def test_predict_returns_normalised_embeddings(
-    synthetic_root: Path, make_trainer: Callable[..., Trainer]
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
     dm = _datamodule(synthetic_root)
-    trainer = make_trainer(Path('.'), 1)
+    trainer = make_trainer(tmp_path, 1)
     out: Any = trainer.predict(_task(num_classes=17), datamodule=dm)
     emb = torch.cat([o['embedding'] for o in out])
     idx = torch.cat([o['index'] for o in out])
