@@ -296,6 +296,10 @@ def test_collate_mixed_sizes(tmp_path: Path) -> None:
     assert sized['image'].shape == (2, 3, 15, 15)
     same = retrieval_collate([normal, normal])
     assert torch.equal(same['image'][1], normal['image'])
+    # the test loader's 'database' mark survives the resize
+    marked = [{**normal, 'database': torch.tensor(False)}]
+    marked.append({**odd, 'database': torch.tensor(True)})
+    assert retrieval_collate(marked)['database'].tolist() == [False, True]
 
 
 class _Probe(LightningModule):
