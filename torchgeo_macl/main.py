@@ -1009,6 +1009,36 @@ def _user_error(
     return reported if isinstance(reported, classes) else None
 
 
+def _tensorboard_with_verbatim_tags(trainer: Any, logger: object) -> None:
+    """Replace Lightning's default TensorBoard logger by this package's.
+
+    Lightning's default TensorBoard logger shows ``val_mAP@20`` as ``val_mAP_20``;
+    :class:`torchgeo_macl.loggers.TensorBoardLogger` keeps the names. The replacement has the same folder, name and version,
+    so the run's files land where Lightning's would.
+
+    Args:
+        trainer: The trainer LightningCLI built.
+        logger: The trainer's ``logger`` setting: the default (True or None) is
+            replaced when Lightning made its TensorBoard logger from it; False,
+            or a logger of the user's, is kept.
+    """
+    from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
+    from lightning.pytorch.loggers import TensorBoardLogger as LightningLogger
+
+    from torchgeo_macl.loggers import TensorBoardLogger
+
+    default = trainer.logger
+    if not (logger is None or logger is True) or type(default) is not LightningLogger:
+        return
+    trainer.loggers = [
+        TensorBoardLogger(
+            save_dir=default.save_dir,
+            name=default.name,
+            version=SLURMEnvironment.job_id(),
+        )
+    ]
+
+
 def lightning_cli(
     args: Sequence[str],
     *,
@@ -1078,6 +1108,10 @@ def lightning_cli(
         def instantiate_classes(self) -> None:
             if instantiate:
                 super().instantiate_classes()
+                trainer_config = self._get(self.config, 'trainer', default={})
+                _tensorboard_with_verbatim_tags(
+                    self.trainer, trainer_config.get('logger')
+                )
 
         def after_instantiate_classes(self) -> None:
             super().after_instantiate_classes()

@@ -18,6 +18,7 @@ from torchgeo_macl.datamodules import (
     DLRSDRetrievalDataModule,
     IndexedConcatDataset,
     MLAIDRetrievalDataModule,
+    QueryDatabaseDataset,
     RetrievalDataModule,
     RetrievalDataSpec,
     WHDLDRetrievalDataModule,
@@ -96,27 +97,34 @@ class TestRetrievalDataModules:
         assert dm.min_pixel_fraction == 0.0
         assert dm.has_masks == (cls is not MLAIDRetrievalDataModule)
 
-    def test_test_loaders(self, cls: type[RetrievalDataModule], tmp_path: Path) -> None:
+    def test_test_loader(self, cls: type[RetrievalDataModule], tmp_path: Path) -> None:
         dm = make(cls, tmp_path)
         dm.setup('test')
-        queries, database = dm.test_dataloader()
+        loader = dm.test_dataloader()
+        dataset = loader.dataset
+        assert isinstance(dataset, QueryDatabaseDataset)
         test_ds = dm.test_dataset
-        assert len(queries.dataset) == len(test_ds)
+        assert dataset.queries is test_ds
+        assert dataset.database is dm.database_dataset
         train = dm._split('train')
         val = dm._split('val')
-        assert isinstance(database.dataset, IndexedConcatDataset)
-        assert database.dataset.ids == train.ids + val.ids
-        assert torch.equal(
-            database.dataset.labels, torch.cat([train.labels, val.labels])
-        )
-        indexes, labels = [], []
-        for batch in database:
+        database = dm.database_dataset
+        assert isinstance(database, IndexedConcatDataset)
+        assert database.ids == train.ids + val.ids
+        assert torch.equal(database.labels, torch.cat([train.labels, val.labels]))
+        assert len(dataset) == len(test_ds) + len(database)
+        marks, indexes, labels = [], [], []
+        for batch in loader:
+            assert batch['database'].dtype == torch.bool
+            marks += batch['database'].tolist()
             indexes += batch['index'].tolist()
             labels.append(batch['label'])
-        assert indexes == list(range(len(train) + len(val)))
-        assert torch.equal(torch.cat(labels), database.dataset.labels)
-        query_indexes = [i for b in queries for i in b['index'].tolist()]
-        assert query_indexes == list(range(len(test_ds)))
+        n = len(test_ds)
+        assert marks == [False] * n + [True] * len(database)
+        assert indexes[:n] == list(range(n))
+        assert indexes[n:] == list(range(len(train) + len(val)))
+        assert torch.equal(torch.cat(labels)[n:], database.labels)
+        assert torch.equal(torch.cat(labels)[:n], test_ds.labels)
 
     @pytest.mark.parametrize('sampler', ['random', 'label_aware'])
     def test_batch_larger_than_train_split(
@@ -135,14 +143,16 @@ class TestRetrievalDataModules:
     def test_val_queries(self, cls: type[RetrievalDataModule], tmp_path: Path) -> None:
         dm = make(cls, tmp_path, query_split='val')
         dm.setup('test')
-        queries, database = dm.test_dataloader()
+        dataset = dm.test_dataloader().dataset
+        assert isinstance(dataset, QueryDatabaseDataset)
         val = dm._split('val')
-        assert queries.dataset is val
-        assert isinstance(database.dataset, IndexedConcatDataset)
-        assert database.dataset.ids == dm._split('train').ids
-        assert not set(val.ids) & set(database.dataset.ids)
-        indexes = [i for b in database for i in b['index'].tolist()]
-        assert indexes == list(range(len(database.dataset)))
+        assert dataset.queries is val
+        database = dataset.database
+        assert isinstance(database, IndexedConcatDataset)
+        assert database.ids == dm._split('train').ids
+        assert not set(val.ids) & set(database.ids)
+        indexes = [int(dataset[i]['index']) for i in range(len(val), len(dataset))]
+        assert indexes == list(range(len(database)))
 
     @pytest.mark.parametrize(
         ('split', 'parts'),
@@ -286,6 +296,10 @@ def test_collate_mixed_sizes(tmp_path: Path) -> None:
     assert sized['image'].shape == (2, 3, 15, 15)
     same = retrieval_collate([normal, normal])
     assert torch.equal(same['image'][1], normal['image'])
+    # the test loader's 'database' mark survives the resize
+    marked = [{**normal, 'database': torch.tensor(False)}]
+    marked.append({**odd, 'database': torch.tensor(True)})
+    assert retrieval_collate(marked)['database'].tolist() == [False, True]
 
 
 class _Probe(LightningModule):
@@ -304,7 +318,9 @@ class _Probe(LightningModule):
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self.seen.setdefault('test', []).append((dataloader_idx, batch['image'].shape))
+        self.seen.setdefault('test', []).append(
+            (dataloader_idx, batch['image'].shape, batch['database'].tolist())
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -325,9 +341,13 @@ def test_with_lightning_trainer(
     assert model.seen['train']['mask'] == (2, 12, 12)
     assert abs(model.seen['train_mean']) < 3  # normalised, not 0..255
     trainer.test(model, datamodule=dm, verbose=False)
-    loaders = {idx for idx, _ in model.seen['test']}
-    assert loaders == {0, 1}
-    assert all(shape[1:] == (3, 12, 12) for _, shape in model.seen['test'])
+    loaders = {idx for idx, _, _ in model.seen['test']}
+    assert loaders == {0}  # one test loader: queries, then the database
+    marks = [mark for _, _, batch_marks in model.seen['test'] for mark in batch_marks]
+    assert marks == [False] * len(dm.test_dataset) + [True] * len(
+        dm.database_dataset  # type: ignore[arg-type]
+    )
+    assert all(shape[1:] == (3, 12, 12) for _, shape, _ in model.seen['test'])
 
 
 @pytest.mark.parametrize('cls', MODULES)

@@ -16,6 +16,7 @@ from torchgeo.datasets import BigEarthNet
 
 from torchgeo_macl._compat import NonGeoDataModule, NonGeoDataset
 from torchgeo_macl.datamodules import (
+    QueryDatabaseDataset,
     RetrievalDataModule,
     TorchGeoRetrievalDataModule,
     TorchGeoRetrievalSplit,
@@ -71,11 +72,14 @@ def test_spec_and_loaders(root: Path) -> None:
     assert torch.equal(batch['index'], raw['index'])
 
     dm.setup('test')
-    queries, database = dm.test_dataloader()
-    assert len(queries.dataset) == SPLITS['test']  # type: ignore[arg-type]
-    assert len(database.dataset) == SPLITS['train'] + SPLITS['val']  # type: ignore[arg-type]
-    indexes = torch.cat([b['index'] for b in database])
-    assert indexes.tolist() == list(range(SPLITS['train'] + SPLITS['val']))
+    batches = list(dm.test_dataloader())
+    marks = torch.cat([b['database'] for b in batches])
+    indexes = torch.cat([b['index'] for b in batches])
+    assert marks.tolist() == [False] * SPLITS['test'] + [True] * (
+        SPLITS['train'] + SPLITS['val']
+    )
+    assert indexes[~marks].tolist() == list(range(SPLITS['test']))
+    assert indexes[marks].tolist() == list(range(SPLITS['train'] + SPLITS['val']))
 
     dm.setup('predict')
     lines = (root / 'bigearthnet-train.csv').read_text().split()
@@ -89,8 +93,9 @@ def test_spec_and_loaders(root: Path) -> None:
 def test_query_split(root: Path, query_split: str, queries: int, database: int) -> None:
     dm = make(root, query_split=query_split)
     dm.setup('test')
-    loaders = dm.test_dataloader()
-    assert [len(loader.dataset) for loader in loaders] == [queries, database]  # type: ignore[arg-type]
+    dataset = dm.test_dataloader().dataset
+    assert isinstance(dataset, QueryDatabaseDataset)
+    assert [dataset.num_queries, len(dataset.database)] == [queries, database]  # type: ignore[arg-type]
 
 
 def test_labels_are_read_without_images(

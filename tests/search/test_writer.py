@@ -233,8 +233,13 @@ def _same_index(a: Path, b: Path) -> None:
 
 
 def test_export_then_index_equals_index_from_data(
-    checkpoint: Path, config: Path, exported: Path, tmp_path: Path
+    checkpoint: Path,
+    config: Path,
+    exported: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     assert sorted(p.name for p in exported.iterdir()) == [
         'shard-00000-of-00001.' + ext
         for ext in (
@@ -252,6 +257,8 @@ def test_export_then_index_equals_index_from_data(
     assert (
         main([*argv, str(direct), '--data', str(config), '--accelerator', 'cpu']) == 0
     )
+    # `index --data` embeds with its own prediction writer: no shards beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['direct']
     from_shards = tmp_path / 'shards' / 'idx'
     assert main([*argv, str(from_shards), '--embeddings', str(exported)]) == 0
     _same_index(direct, from_shards)

@@ -1,11 +1,13 @@
 import glob
 import json
+import logging
 import math
 import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,12 +15,14 @@ from typing import Any
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from torch.utils.data import DataLoader
 from torchgeo.main import main as torchgeo_main
 
 from torchgeo_macl.datamodules import DLRSDRetrievalDataModule
 from torchgeo_macl.datasets import make_synthetic_dlrsd
 from torchgeo_macl.main import main as macl_main
+from torchgeo_macl.metrics import RetrievalMetrics
 from torchgeo_macl.tasks import RetrievalTask
 from torchgeo_macl.tasks.retrieval import LOSS_NAMES
 from torchgeo_macl.transforms import labels_from_masks
@@ -207,10 +211,10 @@ def test_weights_from_local_file_and_name(
 
 
 def test_predict_returns_normalised_embeddings(
-    synthetic_root: Path, make_trainer: Callable[..., Trainer]
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
 ) -> None:
     dm = _datamodule(synthetic_root)
-    trainer = make_trainer(Path('.'), 1)
+    trainer = make_trainer(tmp_path, 1)
     out: Any = trainer.predict(_task(num_classes=17), datamodule=dm)
     emb = torch.cat([o['embedding'] for o in out])
     idx = torch.cat([o['index'] for o in out])
@@ -510,6 +514,196 @@ def test_test_results_hold_what_the_test_ranked(
     assert int(results['num_queries']) == len(dm.test_dataset)
     assert not any(key.startswith('test_AP_label') for key in logged)
     assert 'test_num_queries' not in logged
+
+
+class _TwoTestLoaders(DLRSDRetrievalDataModule):
+    """A datamodule written for the former test loaders: queries, then database."""
+
+    def test_dataloader(self) -> list[DataLoader[dict[str, torch.Tensor]]]:  # type: ignore[override]
+        super().test_dataloader()
+        assert self.database_dataset is not None
+        return [self._loader(self.test_dataset), self._loader(self.database_dataset)]
+
+
+def _ranked_directly(
+    task: RetrievalTask, dm: DLRSDRetrievalDataModule
+) -> dict[str, float]:
+    """Embed the queries and the database apart and rank them with the metric."""
+    ks = tuple(task.hparams['ks'])
+    metric = RetrievalMetrics(ks=ks, leave_one_out=False, per_label=True, clip_ks=True)
+    task.eval()
+    parts = ((dm.test_dataset, False), (dm.database_dataset, True))
+    with torch.no_grad():
+        for dataset, database in parts:
+            assert dataset is not None
+            for batch in dm._loader(dataset):
+                batch = dm.on_after_batch_transfer(batch, 0)
+                embeddings = task(batch['image'])
+                metric.update(embeddings, batch['label'], batch['index'], database)
+    return {
+        f'test_{name}': float(value)
+        for name, value in metric.compute().items()
+        if '@' in name and value.numel() == 1
+    }
+
+
+def test_one_test_loader_and_one_result(
+    synthetic_root: Path, tmp_path: Path, make_trainer: Callable[..., Trainer]
+) -> None:
+    dm = _datamodule(synthetic_root)
+    task = _task()
+    trainer = make_trainer(tmp_path, 1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=dm)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    assert len(results) == 1
+    (logged,) = results
+    assert 'test_mAP@5' in logged
+    # 12 queries in batches of 8: the second batch holds queries and database items
+    assert len(dm.test_dataset) % dm.batch_size != 0
+    expected = _ranked_directly(task, dm)
+    assert set(logged) == set(expected)
+    for name, value in expected.items():
+        assert logged[name] == pytest.approx(value, abs=1e-6), name
+    # a datamodule with the former two test loaders ranks the same
+    two = _TwoTestLoaders(
+        root=str(synthetic_root), batch_size=8, split_fractions=(0.5, 0.25, 0.25)
+    )
+    former = trainer.test(task, datamodule=two, verbose=False)
+    assert len(former) == 2
+    for name, value in expected.items():
+        assert former[0][name] == pytest.approx(value, abs=1e-6), name
+
+
+class _Records(logging.Handler):
+    """Keep the messages of Lightning's loggers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def lightning_records() -> Iterator[_Records]:
+    """The messages Lightning logs during a test (its loggers do not propagate)."""
+    handler = _Records()
+    loggers = [logging.getLogger(n) for n in ('lightning.pytorch', 'lightning.fabric')]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture(scope='module')
+def fitted_dlrsd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The DLRSD test archive and the last checkpoint of a one-epoch CLI fit."""
+    tmp_path = tmp_path_factory.mktemp('fitted')
+    root = _copy_data('dlrsd', tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr('sys.argv', ['torchgeo-macl'])
+        args = _args('dlrsd', root, tmp_path / 'fit', '--trainer.max_epochs=1')
+        assert macl_main(['fit', *args, '--model.init_args.model=test_resnet']) == 0
+    (ckpt,) = (tmp_path / 'fit').glob('**/last.ckpt')
+    return root, ckpt
+
+
+def test_cli_test_prints_one_column_and_no_checkpoint_messages(
+    fitted_dlrsd: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lightning_records: _Records,
+) -> None:
+    root, ckpt = fitted_dlrsd
+    args = _args('dlrsd', root, tmp_path / 'test', f'--ckpt_path={ckpt}')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert macl_main(['test', *args]) == 0
+    out = capsys.readouterr().out
+    assert 'test_mAP@1' in out
+    assert 'DataLoader 0' in out
+    assert 'DataLoader 1' not in out
+    logged = '\n'.join(lightning_records.messages)
+    assert 'configure_callbacks' not in logged
+    assert 'override existing callbacks' not in logged
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if 'dirpath' in m or 'ckpt_path' in m], messages
+
+
+def test_cli_predict_writes_shards_that_index_reads(
+    fitted_dlrsd: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lightning_records: _Records,
+) -> None:
+    root, ckpt = fitted_dlrsd
+    out = tmp_path / 'predict'
+    assert (
+        macl_main(['predict', *_args('dlrsd', root, out, f'--ckpt_path={ckpt}')]) == 0
+    )
+    shards = out / 'predictions'  # logger: false, so default_root_dir/predictions
+    assert any(str(shards) in m for m in lightning_records.messages)
+    (manifest,) = shards.glob('shard-*.json')
+    assert json.loads(manifest.read_text())['checkpoint'] == str(ckpt.resolve())
+    index = tmp_path / 'index' / 'dlrsd'
+    argv = ['index', '--embeddings', str(shards), '--ckpt', str(ckpt)]
+    assert macl_main([*argv, '--out', str(index)]) == 0
+    # the default predict split is the database: train + val of the 12 images
+    assert 'indexed 9 images' in capsys.readouterr().out
+
+
+def test_predict_writes_into_the_log_dir_unless_the_user_has_a_writer(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    from torchgeo_macl.search import EmbeddingWriter, read_shards
+
+    dm = _datamodule(synthetic_root)
+    task = _task()
+    kwargs: dict[str, Any] = {
+        'accelerator': 'cpu',
+        'enable_progress_bar': False,
+        'enable_model_summary': False,
+    }
+    logger = CSVLogger(tmp_path / 'logs', name='run', version=3)
+    trainer = Trainer(logger=logger, **kwargs)
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    (writer,) = [cb for cb in trainer.callbacks if isinstance(cb, EmbeddingWriter)]
+    assert writer.output_dir == str(
+        tmp_path / 'logs' / 'run' / 'version_3' / 'predictions'
+    )
+    merged = read_shards(writer.output_dir)
+    assert merged.ids == dm.predict_ids
+    # a writer of the user's is the only one
+    mine = EmbeddingWriter(tmp_path / 'mine')
+    trainer = Trainer(
+        logger=False, default_root_dir=tmp_path / 'other', callbacks=[mine], **kwargs
+    )
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    writers = [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
+    assert writers == [mine]
+    assert read_shards(tmp_path / 'mine').ids == dm.predict_ids
+    assert not (tmp_path / 'other' / 'predictions').exists()
+
+
+@pytest.mark.parametrize('stage', ['validate', 'test'])
+def test_no_callbacks_outside_fit_and_predict(
+    synthetic_root: Path,
+    tmp_path: Path,
+    stage: str,
+    quiet_trainer: Callable[..., Trainer],
+) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=False)
+    getattr(trainer, stage)(
+        _task(), datamodule=_datamodule(synthetic_root), verbose=False
+    )
+    assert not [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    assert not [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
 
 
 def test_state_without_input_range_loads_as_eight_bit() -> None:

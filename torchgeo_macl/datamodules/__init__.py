@@ -4,6 +4,7 @@ from .base import (
     EpochRandomSampler,
     IndexedConcatDataset,
     MaskRetrievalDataModule,
+    QueryDatabaseDataset,
     RetrievalDataModule,
     retrieval_collate,
 )
@@ -19,6 +20,7 @@ __all__ = (
     'IndexedConcatDataset',
     'MLAIDRetrievalDataModule',
     'MaskRetrievalDataModule',
+    'QueryDatabaseDataset',
     'RetrievalDataModule',
     'RetrievalDataSpec',
     'TorchGeoRetrievalDataModule',

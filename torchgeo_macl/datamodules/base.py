@@ -24,6 +24,7 @@ from .spec import RetrievalDataSpec
 __all__ = (
     'IndexedConcatDataset',
     'MaskRetrievalDataModule',
+    'QueryDatabaseDataset',
     'RetrievalDataModule',
     'retrieval_collate',
 )
@@ -95,6 +96,69 @@ class IndexedConcatDataset(ConcatDataset[dict[str, Tensor]]):
             long tensor [N, C].
         """
         return torch.cat([ds.labels for ds in self.datasets])
+
+
+class QueryDatabaseDataset(Dataset[dict[str, Tensor]]):
+    """The queries of a retrieval test followed by their database, as one dataset.
+
+    The test loader of :class:`RetrievalDataModule` reads this dataset, so that a
+    test is one loader (one column of results) rather than a query loader and a
+    database loader. Sample ``i < len(queries)`` is query ``i``, the others are the
+    database items in order. Every sample keeps the ``'index'`` of the dataset it
+    comes from (a query's position in the query split, a database item's position
+    in the database) and gains ``'database'``, a bool scalar: False for a query,
+    True for a database item.
+    """
+
+    def __init__(
+        self, queries: Dataset[dict[str, Tensor]], database: Dataset[dict[str, Tensor]]
+    ) -> None:
+        """Initialize a new QueryDatabaseDataset instance.
+
+        Args:
+            queries: The query split (samples with their ``'index'``).
+            database: The database, e.g. an :class:`IndexedConcatDataset`.
+        """
+        self.queries = queries
+        self.database = database
+
+    @property
+    def num_queries(self) -> int:
+        """Number of queries, the position of the first database item.
+
+        Returns:
+            ``len(queries)``.
+        """
+        return len(self.queries)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        """Return the number of queries plus the number of database items.
+
+        Returns:
+            The length of the dataset.
+        """
+        return self.num_queries + len(self.database)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """Return a query or a database item, marked by ``'database'``.
+
+        Args:
+            index: Position in the dataset (queries first).
+
+        Returns:
+            The sample dictionary with its ``'index'`` and ``'database'``.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+        """
+        index = sample_position(index, len(self))
+        in_database = index >= self.num_queries
+        if in_database:
+            sample = dict(self.database[index - self.num_queries])
+        else:
+            sample = dict(self.queries[index])
+        sample['database'] = torch.tensor(in_database)
+        return sample
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -210,19 +274,21 @@ class RetrievalDataModule(NonGeoDataModule):
       ``Trainer(use_distributed_sampler=False)`` since the sampler already splits
       batches between ranks).
     * ``val_dataloader``: the val split.
-    * ``test_dataloader``: ``[queries, database]``: the ``query_split`` ('test':
-      the test split against train + val; 'val': the val split against train, for
-      model selection without touching the test split), the database's
-      ``'index'`` being the position in its concatenation.
+    * ``test_dataloader``: one loader over a :class:`QueryDatabaseDataset`: the
+      ``query_split`` ('test': the test split against train + val; 'val': the val
+      split against train, for model selection without touching the test split)
+      followed by its database, each sample marked by a bool ``'database'``; a
+      database item's ``'index'`` is its position in the database.
     * ``predict_dataloader``: ``predict_split`` ('database' = train + val, 'test',
       or 'all' = train + val + test), with :attr:`predict_ids` in the same order.
 
     After a batch reaches the device, :meth:`on_after_batch_transfer` resizes
     ``'image'`` (bilinear) and ``'mask'`` (nearest) to ``image_size`` and normalises
-    ``'image'`` with :attr:`mean` and :attr:`std` (0..255 units); ``'label'`` and
-    ``'index'`` are left untouched. This is the only resize and normalisation of
-    the batches; :meth:`retrieval_spec` tells a task what they are. Training
-    augmentations (the two views of contrastive learning) are not applied here.
+    ``'image'`` with :attr:`mean` and :attr:`std` (0..255 units); ``'label'``,
+    ``'index'`` and ``'database'`` are left untouched. This is the only resize and
+    normalisation of the batches; :meth:`retrieval_spec` tells a task what they are.
+    Training augmentations (the two views of contrastive learning) are not applied
+    here.
     """
 
     mean = torch.tensor(IMAGENET_MEAN)
@@ -504,18 +570,21 @@ class RetrievalDataModule(NonGeoDataModule):
             [self._split(s) for s in _QUERY_SPLITS[self.query_split]]
         )
 
-    def test_dataloader(self) -> list[DataLoader[dict[str, Tensor]]]:  # type: ignore[override]
-        """Return the query and database loaders.
+    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Return the loader of the queries followed by their database.
 
         Returns:
-            ``[queries, database]``: ``query_split`` and its database (see the
-            class documentation); the database samples' ``'index'`` is their
-            position in the database.
+            One DataLoader over a :class:`QueryDatabaseDataset` of
+            :attr:`test_dataset` (``query_split``) and :attr:`database_dataset`
+            (see the class documentation): ``'database'`` tells the two apart, and
+            a database sample's ``'index'`` is its position in the database.
         """
         self.test_dataset = self._split(self.query_split)
         if self.database_dataset is None:
             self.database_dataset = self._database()
-        return [self._loader(self.test_dataset), self._loader(self.database_dataset)]
+        return self._loader(
+            QueryDatabaseDataset(self.test_dataset, self.database_dataset)
+        )
 
     def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """Return the loader of ``predict_split``.
@@ -539,7 +608,8 @@ class RetrievalDataModule(NonGeoDataModule):
 
         Args:
             batch: The batch (``'image'`` float [B, 3, H, W] in 0..255, ``'label'``,
-                ``'index'``, optionally ``'mask'`` [B, H, W]).
+                ``'index'``, optionally ``'mask'`` [B, H, W] and, in the test
+                loader, ``'database'``).
             dataloader_idx: Index of the loader the batch came from.
 
         Returns:

@@ -356,14 +356,14 @@ class TorchGeoRetrievalDataModule(RetrievalDataModule):
     Wraps a TorchGeo :class:`~torchgeo.datamodules.NonGeoDataModule` (for example
     ``BigEarthNetDataModule``) and serves its splits like the other retrieval
     datamodules: training batches (random or label-aware), the validation split,
-    ``[queries, database]`` test loaders (``query_split`` 'test' against train +
-    val, or 'val' against train), a predict loader with :attr:`predict_ids`, every
-    sample with its ``'index'`` and a long multi-hot ``'label'``. The splits are
-    the ones the TorchGeo datamodule's ``setup`` builds; batches are normalised with
-    its ``mean`` and ``std``, in the units of its images (for BigEarthNet the band
-    minima and the max - min ranges of raw reflectances), and resized to
-    ``image_size`` on the device. The TorchGeo datamodule's own augmentations are
-    not applied.
+    one test loader of queries followed by their database (``query_split`` 'test'
+    against train + val, or 'val' against train, told apart by ``'database'``), a
+    predict loader with :attr:`predict_ids`, every sample with its ``'index'`` and
+    a long multi-hot ``'label'``. The splits are the ones the TorchGeo datamodule's
+    ``setup`` builds; batches are normalised with its ``mean`` and ``std``, in the
+    units of its images (for BigEarthNet the band minima and the max - min ranges
+    of raw reflectances), and resized to ``image_size`` on the device. The TorchGeo
+    datamodule's own augmentations are not applied.
     """
 
     def __init__(

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from .embed import datamodule_sources, model_fingerprint
@@ -29,30 +30,41 @@ class EmbeddingWriter(BasePredictionWriter):
     the device. Ids are the datamodule's ``predict_ids`` at those positions (the
     positions as text when it has none), the class names its ``classes``.
     :func:`~torchgeo_macl.search.shards.read_shards` merges the shards.
+
+    Without ``output_dir``, the shards go into the ``predictions`` folder of the
+    trainer's log directory (``trainer.log_dir``, e.g.
+    ``lightning_logs/version_0/predictions``; ``default_root_dir/predictions``
+    without a logger), chosen in :meth:`setup` and logged. This is the writer
+    :class:`~torchgeo_macl.tasks.RetrievalTask` adds to a predict run that has no
+    prediction writer (``torchgeo-macl predict``).
     """
 
     def __init__(
         self,
-        output_dir: str | os.PathLike[str],
+        output_dir: str | os.PathLike[str] | None = None,
         model_id: str | None = None,
         checkpoint: str = '',
     ) -> None:
         """Initialise a new EmbeddingWriter.
 
         Args:
-            output_dir: Folder of the shards, created when missing.
+            output_dir: Folder of the shards, created when missing; None: the
+                ``predictions`` folder of the trainer's log directory.
             model_id: Fingerprint written into the manifests; None computes
                 :func:`~torchgeo_macl.search.model_fingerprint` of the task when
                 predicting starts (after its ``setup``, which may set its
                 preprocessing buffers from the datamodule: give the fingerprint of
                 the checkpoint as loaded to identify that).
             checkpoint: Checkpoint the task was loaded from, written into the
-                manifests.
+                manifests; empty: the trainer's ``ckpt_path``, if any.
         """
         super().__init__('batch')
-        self.output_dir = os.fspath(output_dir)
+        self._in_log_dir = output_dir is None
+        #: Folder of the shards (set by :meth:`setup` when ``output_dir`` is None).
+        self.output_dir = '' if output_dir is None else os.fspath(output_dir)
         self.model_id = model_id
         self.checkpoint = checkpoint
+        self._checkpoint = checkpoint
         self._embeddings: list[Tensor] = []
         self._indexes: list[Tensor] = []
         self._labels: list[Tensor] = []
@@ -60,6 +72,25 @@ class EmbeddingWriter(BasePredictionWriter):
         #: Manifest of the last shard written by this process, and its row count.
         self.manifest: str = ''
         self.count = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Choose the folder of the shards when ``output_dir`` was not given.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The task.
+            stage: The Lightning stage.
+        """
+        if not self._in_log_dir or stage != 'predict':
+            return
+        # every process is set up here, so all ranks get rank 0's log directory
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        self.output_dir = os.path.join(log_dir, 'predictions')
+        rank_zero_info(
+            f'EmbeddingWriter: writing the embeddings into {self.output_dir} (one '
+            f'shard per process; `torchgeo-macl index --embeddings {self.output_dir}`'
+            ' indexes them)'
+        )
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Identify the task and forget the batches of an earlier predict run.
@@ -69,6 +100,10 @@ class EmbeddingWriter(BasePredictionWriter):
             pl_module: The task.
         """
         self._model_id = self.model_id or model_fingerprint(pl_module)
+        ckpt_path = trainer.ckpt_path
+        self._checkpoint = self.checkpoint or (
+            os.path.abspath(ckpt_path) if ckpt_path else ''
+        )
         self._embeddings, self._indexes, self._labels = [], [], []
 
     def write_on_batch_end(
@@ -147,7 +182,7 @@ class EmbeddingWriter(BasePredictionWriter):
             labels=labels,
             sources=datamodule_sources(datamodule),
             classes=[str(c) for c in getattr(datamodule, 'classes', [])],
-            checkpoint=self.checkpoint,
+            checkpoint=self._checkpoint,
         )
         path = write_shard(
             self.output_dir, part, trainer.global_rank, trainer.world_size

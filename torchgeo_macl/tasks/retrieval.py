@@ -18,7 +18,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import (
@@ -120,6 +120,20 @@ def _is_default_checkpoint(callback: ModelCheckpoint) -> bool:
         getattr(callback, name) == getattr(default, name)
         for name in ('monitor', 'dirpath', 'filename', 'save_top_k', 'save_last')
     )
+
+
+def _drop_own_checkpoint_state(checkpoint: dict[str, Any]) -> None:
+    """Remove the state of :class:`_BestAndLastCheckpoint` from a loaded checkpoint.
+
+    Args:
+        checkpoint: The checkpoint dictionary, changed in place.
+    """
+    states = checkpoint.get('callbacks')
+    if not isinstance(states, dict):
+        return
+    own = f'{_BestAndLastCheckpoint.__qualname__}{{'
+    for key in [k for k in states if isinstance(k, str) and k.startswith(own)]:
+        del states[key]
 
 
 def _usable_frequencies(freqs: Tensor) -> Tensor:
@@ -937,19 +951,37 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self._log_metrics(self.val_metrics, 'val')
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Embed a test batch: dataloader 0 holds queries, 1 the database.
+        """Embed a test batch of queries and database items.
+
+        The datamodule's test loader marks every sample with ``'database'`` (False
+        for a query, True for a database item; a batch may hold both). A batch
+        without ``'database'`` comes from a datamodule with two test loaders:
+        dataloader 0 holds the queries, dataloader 1 the database.
 
         Args:
-            batch: Batch with 'image', 'label' and 'index'.
+            batch: Batch with 'image', 'label', 'index' and 'database'.
             batch_idx: Index of the batch.
-            dataloader_idx: 0 for queries (test split), 1 for the database.
+            dataloader_idx: Index of the dataloader (only read without
+                'database': 1 for the database).
         """
-        self.test_metrics.update(
-            self(batch['image']),
-            batch['label'],
-            batch.get('index'),
-            database=dataloader_idx == 1,
-        )
+        embeddings = self(batch['image'])
+        labels = batch['label']
+        indexes = batch.get('index')
+        if 'database' not in batch:
+            self.test_metrics.update(
+                embeddings, labels, indexes, database=dataloader_idx == 1
+            )
+            return
+        in_database = torch.as_tensor(batch['database'], device=embeddings.device)
+        in_database = in_database.bool().reshape(-1)
+        for database, rows in ((False, ~in_database), (True, in_database)):
+            if bool(rows.any()):
+                self.test_metrics.update(
+                    embeddings[rows],
+                    labels[rows],
+                    None if indexes is None else indexes[rows],
+                    database=database,
+                )
 
     def on_test_epoch_end(self) -> None:
         """Rank test queries against the database and log the metrics."""
@@ -1043,18 +1075,40 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         return int(epochs)
 
     def configure_callbacks(self) -> list[Callback]:
-        """Checkpoints of the best and of the latest epoch, unless the user set one.
+        """Checkpoints when fitting, an embedding writer when predicting.
 
-        The best checkpoint follows the monitored retrieval metric (maximised);
-        ``last.ckpt`` is written after every epoch, whether or not it improved, so
-        that ``ckpt_path=last`` resumes from the latest state. When the trainer
-        already has a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other
-        than Lightning's default one, the user's callbacks are kept as they are.
+        Fitting: checkpoints of the best and of the latest epoch, unless the user
+        set one. The best checkpoint follows the monitored retrieval metric
+        (maximised); ``last.ckpt`` is written after every epoch, whether or not it
+        improved, so that ``ckpt_path=last`` resumes from the latest state. When
+        the trainer already has a
+        :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other than
+        Lightning's default one, the user's callbacks are kept as they are.
+
+        Predicting: unless the trainer has a
+        :class:`~lightning.pytorch.callbacks.BasePredictionWriter`, an
+        :class:`~torchgeo_macl.search.EmbeddingWriter` that writes the embeddings
+        as shards (one per process) into the ``predictions`` folder of the
+        trainer's log directory (``trainer.log_dir``, e.g.
+        ``lightning_logs/version_N/predictions``; ``default_root_dir/predictions``
+        without a logger), for ``torchgeo-macl index --embeddings``; so
+        ``torchgeo-macl predict`` writes the embeddings rather than dropping them.
+
+        Validating and testing: no callbacks (no checkpoint to write).
 
         Returns:
-            The checkpoint callbacks (none when the user configured their own).
+            The callbacks to add to the trainer's.
         """
         trainer = self._trainer
+        stage = None if trainer is None else trainer.state.fn
+        if trainer is not None and stage == 'predict':
+            if any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
+                return []
+            from torchgeo_macl.search import EmbeddingWriter
+
+            return [EmbeddingWriter()]
+        if stage is not None and stage != 'fit':
+            return []
         if trainer is not None and any(
             isinstance(cb, ModelCheckpoint) and not _is_default_checkpoint(cb)
             for cb in getattr(trainer, 'callbacks', [])
@@ -1087,6 +1141,11 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the random states saved by :meth:`on_save_checkpoint`.
 
+        Outside fitting, the random states are not restored, and the state of the
+        task's own checkpoint callback is left out of the checkpoint being loaded:
+        that callback only runs when fitting (:meth:`configure_callbacks`), and
+        Lightning would otherwise ask for it.
+
         Args:
             checkpoint: Checkpoint being loaded.
         """
@@ -1099,6 +1158,8 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             self._build_heads()
         states = checkpoint.get('rng_states')
         fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
+        if not fitting:
+            _drop_own_checkpoint_state(checkpoint)
         if not states or not fitting:
             return
         torch.set_rng_state(states['torch'])

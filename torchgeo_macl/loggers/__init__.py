@@ -1,0 +1,5 @@
+"""Lightning loggers."""
+
+from .tensorboard import TensorBoardLogger
+
+__all__ = ('TensorBoardLogger',)
