@@ -1013,8 +1013,9 @@ def _tensorboard_with_verbatim_tags(trainer: Any, logger: object) -> None:
     """Replace Lightning's default TensorBoard logger by this package's.
 
     Lightning's default TensorBoard logger shows ``val_mAP@20`` as ``val_mAP_20``;
-    :class:`torchgeo_macl.loggers.TensorBoardLogger` keeps the names. The replacement has the same folder, name and version,
-    so the run's files land where Lightning's would.
+    :class:`torchgeo_macl.loggers.TensorBoardLogger` keeps the names. The
+    replacement has the same folder, name and version, so the run's files land
+    where Lightning's would.
 
     Args:
         trainer: The trainer LightningCLI built.
@@ -1037,6 +1038,25 @@ def _tensorboard_with_verbatim_tags(trainer: Any, logger: object) -> None:
             version=SLURMEnvironment.job_id(),
         )
     ]
+
+
+def _default_prediction_writer(trainer: Any) -> None:
+    """Give ``predict`` an embedding writer unless the user configured a writer.
+
+    Lightning's ``predict`` returns the predictions, which a command line drops;
+    :class:`torchgeo_macl.search.EmbeddingWriter` writes them as shards (one per
+    process) into the ``predictions`` folder of the run's log directory, for
+    ``torchgeo-macl index --embeddings``.
+
+    Args:
+        trainer: The trainer LightningCLI built.
+    """
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    from torchgeo_macl.search import EmbeddingWriter
+
+    if not any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
+        trainer.callbacks.append(EmbeddingWriter())
 
 
 def lightning_cli(
@@ -1112,6 +1132,8 @@ def lightning_cli(
                 _tensorboard_with_verbatim_tags(
                     self.trainer, trainer_config.get('logger')
                 )
+                if self.subcommand == 'predict':
+                    _default_prediction_writer(self.trainer)
 
         def after_instantiate_classes(self) -> None:
             super().after_instantiate_classes()

@@ -654,7 +654,7 @@ def test_cli_predict_writes_shards_that_index_reads(
     assert 'indexed 9 images' in capsys.readouterr().out
 
 
-def test_predict_writes_into_the_log_dir_unless_the_user_has_a_writer(
+def test_writer_defaults_to_the_log_dir_and_python_predict_writes_nothing(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     from lightning.pytorch.loggers import CSVLogger
@@ -668,25 +668,40 @@ def test_predict_writes_into_the_log_dir_unless_the_user_has_a_writer(
         'enable_progress_bar': False,
         'enable_model_summary': False,
     }
+    # from Python, predict returns the embeddings as Lightning's does, writing nothing
+    trainer = Trainer(logger=False, default_root_dir=tmp_path / 'plain', **kwargs)
+    out: Any = trainer.predict(task, datamodule=dm)
+    assert sum(len(o['embedding']) for o in out) == len(dm.predict_ids)
+    assert not [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
+    assert not (tmp_path / 'plain').exists()
+    # a writer without a folder writes into the run's log directory
+    writer = EmbeddingWriter()
     logger = CSVLogger(tmp_path / 'logs', name='run', version=3)
-    trainer = Trainer(logger=logger, **kwargs)
+    trainer = Trainer(logger=logger, callbacks=[writer], **kwargs)
     trainer.predict(task, datamodule=dm, return_predictions=False)
-    (writer,) = [cb for cb in trainer.callbacks if isinstance(cb, EmbeddingWriter)]
     assert writer.output_dir == str(
         tmp_path / 'logs' / 'run' / 'version_3' / 'predictions'
     )
-    merged = read_shards(writer.output_dir)
-    assert merged.ids == dm.predict_ids
-    # a writer of the user's is the only one
-    mine = EmbeddingWriter(tmp_path / 'mine')
-    trainer = Trainer(
-        logger=False, default_root_dir=tmp_path / 'other', callbacks=[mine], **kwargs
+    assert read_shards(writer.output_dir).ids == dm.predict_ids
+
+
+def test_cli_predict_keeps_the_users_writer(
+    fitted_dlrsd: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, ckpt = fitted_dlrsd
+    out = tmp_path / 'predict'
+    mine = tmp_path / 'mine'
+    args = _args(
+        'dlrsd',
+        root,
+        out,
+        f'--ckpt_path={ckpt}',
+        '--trainer.callbacks+=torchgeo_macl.search.EmbeddingWriter',
+        f'--trainer.callbacks.output_dir={mine}',
     )
-    trainer.predict(task, datamodule=dm, return_predictions=False)
-    writers = [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
-    assert writers == [mine]
-    assert read_shards(tmp_path / 'mine').ids == dm.predict_ids
-    assert not (tmp_path / 'other' / 'predictions').exists()
+    assert macl_main(['predict', *args]) == 0
+    assert list(mine.glob('shard-*.json'))
+    assert not (out / 'predictions').exists()
 
 
 @pytest.mark.parametrize('stage', ['validate', 'test'])

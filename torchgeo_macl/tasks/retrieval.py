@@ -18,7 +18,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import (
@@ -1075,38 +1075,21 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         return int(epochs)
 
     def configure_callbacks(self) -> list[Callback]:
-        """Checkpoints when fitting, an embedding writer when predicting.
+        """Checkpoints of the best and of the latest epoch when fitting.
 
-        Fitting: checkpoints of the best and of the latest epoch, unless the user
-        set one. The best checkpoint follows the monitored retrieval metric
-        (maximised); ``last.ckpt`` is written after every epoch, whether or not it
-        improved, so that ``ckpt_path=last`` resumes from the latest state. When
-        the trainer already has a
-        :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other than
-        Lightning's default one, the user's callbacks are kept as they are.
-
-        Predicting: unless the trainer has a
-        :class:`~lightning.pytorch.callbacks.BasePredictionWriter`, an
-        :class:`~torchgeo_macl.search.EmbeddingWriter` that writes the embeddings
-        as shards (one per process) into the ``predictions`` folder of the
-        trainer's log directory (``trainer.log_dir``, e.g.
-        ``lightning_logs/version_N/predictions``; ``default_root_dir/predictions``
-        without a logger), for ``torchgeo-macl index --embeddings``; so
-        ``torchgeo-macl predict`` writes the embeddings rather than dropping them.
-
-        Validating and testing: no callbacks (no checkpoint to write).
+        The best checkpoint follows the monitored retrieval metric (maximised);
+        ``last.ckpt`` is written after every epoch, whether or not it improved, so
+        that ``ckpt_path=last`` resumes from the latest state. When the trainer
+        already has a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` other
+        than Lightning's default one, the user's callbacks are kept as they are.
+        Validating, testing and predicting add no callbacks (``torchgeo-macl
+        predict`` adds an :class:`~torchgeo_macl.search.EmbeddingWriter` itself).
 
         Returns:
             The callbacks to add to the trainer's.
         """
         trainer = self._trainer
         stage = None if trainer is None else trainer.state.fn
-        if trainer is not None and stage == 'predict':
-            if any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
-                return []
-            from torchgeo_macl.search import EmbeddingWriter
-
-            return [EmbeddingWriter()]
         if stage is not None and stage != 'fit':
             return []
         if trainer is not None and any(
