@@ -40,6 +40,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -1094,7 +1095,6 @@ def lightning_cli(
     """
     import importlib
     import importlib.util
-    import warnings
 
     import torchgeo
     from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -1159,6 +1159,10 @@ def lightning_cli(
     )
 
 
+#: A deprecation warning that Lightning's own code raises under recent torch.
+_LIGHTNING_LEAFSPEC_WARNING = r'`isinstance\(treespec, LeafSpec\)` is deprecated'
+
+
 def _run_lightning(args: list[str], debug: bool) -> int:
     """Run a LightningCLI subcommand, reporting user errors on one line.
 
@@ -1180,7 +1184,10 @@ def _run_lightning(args: list[str], debug: bool) -> int:
     held = _HeldRecords(seed_logger)
     seed_logger.addFilter(held)
     try:
-        lightning_cli(args, on_instantiated=held.release)
+        with warnings.catch_warnings():
+            # Lightning's pytree helper with torch >= 2.10, on every batch transfer
+            warnings.filterwarnings('ignore', message=_LIGHTNING_LEAFSPEC_WARNING)
+            lightning_cli(args, on_instantiated=held.release)
     except argparse.ArgumentError as exc:
         if debug:
             raise
