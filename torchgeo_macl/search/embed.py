@@ -11,9 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -256,42 +253,6 @@ def embed_images(
     return out
 
 
-class _PredictionCollector(BasePredictionWriter):
-    """A prediction writer that keeps every batch's prediction, on the CPU.
-
-    As a prediction writer in the trainer, it also keeps
-    :class:`~torchgeo_macl.tasks.RetrievalTask` from adding its shard writer.
-    """
-
-    def __init__(self) -> None:
-        """Initialise an empty collector."""
-        super().__init__('batch')
-        self.batches: list[dict[str, Tensor]] = []
-
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        """Keep a batch's prediction.
-
-        Args:
-            trainer: The trainer.
-            pl_module: The task.
-            prediction: The output of ``predict_step``.
-            batch_indices: Positions of the batch's samples.
-            batch: The batch.
-            batch_idx: Index of the batch.
-            dataloader_idx: Index of the dataloader.
-        """
-        self.batches.append(move_data_to_device(prediction, torch.device('cpu')))
-
-
 def embed_datamodule(
     task: RetrievalTask,
     datamodule: LightningDataModule,
@@ -312,19 +273,22 @@ def embed_datamodule(
         Embeddings ``[N, D]`` in the predict loader's order, their ids
         (``datamodule.predict_ids``) and labels ``[N, C]`` when the batches have them.
     """
-    # a prediction writer of our own: the task adds no shard writer then
-    collector = _PredictionCollector()
+    from lightning.pytorch import Trainer
+
     trainer = Trainer(
         accelerator=accelerator,
         devices=devices,
         logger=False,
-        callbacks=[collector],
         enable_progress_bar=progress,
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    trainer.predict(task, datamodule=datamodule, return_predictions=False)
-    batches = collector.batches
+    outputs: Any = trainer.predict(task, datamodule=datamodule)
+    batches = (
+        [o for group in outputs for o in group]
+        if outputs and isinstance(outputs[0], list)
+        else list(outputs or [])
+    )
     embeddings = torch.cat([b['embedding'] for b in batches])
     order = torch.cat([b['index'] for b in batches]).argsort()
     embeddings = embeddings[order]
