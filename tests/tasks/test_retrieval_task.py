@@ -616,8 +616,9 @@ def test_cli_test_prints_one_column_and_no_checkpoint_messages(
     capsys: pytest.CaptureFixture[str],
     lightning_records: _Records,
 ) -> None:
-    root, ckpt = fitted_dlrsd
-    args = _args('dlrsd', root, tmp_path / 'test', f'--ckpt_path={ckpt}')
+    args = _args(
+        'dlrsd', fitted_dlrsd[0], tmp_path / 'test', f'--ckpt_path={fitted_dlrsd[1]}'
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         assert macl_main(['test', *args]) == 0
@@ -635,10 +636,10 @@ def test_cli_test_prints_one_column_and_no_checkpoint_messages(
 
 
 def test_cli_predict_writes_shards_that_index_reads(
-    fitted_dlrsd: tuple[Path, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
     lightning_records: _Records,
+    fitted_dlrsd: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     root, ckpt = fitted_dlrsd
     out = tmp_path / 'predict'
