@@ -117,6 +117,27 @@ def test_vit_weights_embed_images_of_any_size(
             assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize(
+    'kwargs',
+    [
+        {'model': 'vit_small_patch16_224', 'aux_seg_weight': 0.5, 'num_classes': 3},
+        {'model': 'smp:tu-vit_small_patch16_224'},
+    ],
+)
+def test_a_vit_as_unet_encoder_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any]
+) -> None:
+    import segmentation_models_pytorch as smp
+
+    # the real U-Net and ViT, not the tiny stand-ins of the other task tests
+    monkeypatch.setattr(retrieval_module.smp, 'Unet', smp.decoders.unet.model.Unet)
+    monkeypatch.setattr(retrieval_module.timm, 'create_model', timm.models.create_model)
+    with pytest.raises(
+        ValueError, match=r'cannot be the encoder of a U-Net .*resnet18'
+    ):
+        RetrievalTask(**{**TINY, **kwargs})
+
+
 def test_weights_normalization_composes_the_normalize_steps() -> None:
     class Composed(WeightsEnum):  # type: ignore[misc]
         TWO_STEPS = Weights(

@@ -447,13 +447,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         self.seg_head: nn.Module | None = None
         self.classifier: nn.Module | None = None
         if self._uses_unet:
-            encoder_name = name[4:] if name.startswith('smp:') else f'tu-{name}'
-            unet = smp.Unet(
-                encoder_name=encoder_name,
-                encoder_weights=None,
-                in_channels=hp['in_channels'],
-                classes=max(int(hp['num_classes'] or 1), 1),
-            )
+            unet = self._unet(max(int(hp['num_classes'] or 1), 1))
             self.backbone: nn.Module = unet.encoder
             num_features = int(unet.encoder.out_channels[-1])
             if hp['aux_seg_weight'] > 0 and hp['num_classes'] is not None:
@@ -759,6 +753,37 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 f'{list(spec.mean)} and std {list(spec.std)}'
             )
 
+    def _unet(self, classes: int) -> smp.Unet:
+        """A segmentation-models-pytorch U-Net on the task's backbone.
+
+        Args:
+            classes: Output classes of its segmentation head.
+
+        Returns:
+            The U-Net (random weights).
+
+        Raises:
+            ValueError: If the backbone cannot be a U-Net encoder (a ViT, whose
+                features have one scale).
+        """
+        hp = self.hparams
+        name = str(hp['model'])
+        encoder = name.removeprefix('smp:') if name.startswith('smp:') else f'tu-{name}'
+        try:
+            unet = smp.Unet(
+                encoder_name=encoder,
+                encoder_weights=None,
+                in_channels=hp['in_channels'],
+                classes=classes,
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f'model {name!r} cannot be the encoder of a U-Net ({exc}), which '
+                'smp: models and aux_seg_weight > 0 need; use a convolutional '
+                'backbone such as resnet18, or aux_seg_weight: 0'
+            ) from exc
+        return unet
+
     def _build_heads(self) -> None:
         """Create the heads that need ``num_classes`` once it is known."""
         hp = self.hparams
@@ -766,17 +791,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         if hp['loss'] == 'bce' and self.classifier is None:
             self.classifier = nn.Linear(hp['embed_dim'], hp['num_classes']).to(device)
         if hp['aux_seg_weight'] > 0 and self.decoder is None:
-            encoder_name = (
-                hp['model'][4:]
-                if hp['model'].startswith('smp:')
-                else f'tu-{hp["model"]}'
-            )
-            unet = smp.Unet(
-                encoder_name=encoder_name,
-                encoder_weights=None,
-                in_channels=hp['in_channels'],
-                classes=hp['num_classes'],
-            )
+            unet = self._unet(int(hp['num_classes']))
             self.decoder = unet.decoder.to(device)
             self.seg_head = unet.segmentation_head.to(device)
 
