@@ -13,7 +13,12 @@ import torch
 import torchvision.transforms.v2 as T
 from lightning.pytorch import Trainer
 from torch import Tensor, nn
-from torchgeo.models import ResNet18_Weights, Swin_V2_B_Weights, ViTSmall16_Weights
+from torchgeo.models import (
+    ResNet18_Weights,
+    ResNet50_Weights,
+    Swin_V2_B_Weights,
+    ViTSmall16_Weights,
+)
 from torchvision.models._api import Weights, WeightsEnum
 
 from torchgeo_macl.datamodules import TorchGeoRetrievalDataModule
@@ -238,7 +243,11 @@ def test_fit_on_bigearthnet_with_multispectral_weights(
         batch_size=2,
         image_size=16,
     )
-    task = RetrievalTask(model='resnet18', weights=FakeS2Weights.RESNET18, **TINY)
+    # 12-band weights whose bands are BigEarthNet's, in its order (B01-B08, B8A,
+    # B09, B11, B12); they divide reflectances by 10000
+    weights = ResNet50_Weights.SENTINEL2_ALL_SECO_ECO
+    task = RetrievalTask(model='resnet50', weights=weights, **TINY)
+    assert task.hparams['in_channels'] == 12
     seen: list[Tensor] = []
     task.backbone.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     trainer: Trainer = quiet_trainer(tmp_path / 'out', max_epochs=1)
