@@ -35,8 +35,7 @@ class EmbeddingWriter(BasePredictionWriter):
     trainer's log directory (``trainer.log_dir``, e.g.
     ``lightning_logs/version_0/predictions``; ``default_root_dir/predictions``
     without a logger), chosen in :meth:`setup` and logged. This is the writer
-    :class:`~torchgeo_macl.tasks.RetrievalTask` adds to a predict run that has no
-    prediction writer (``torchgeo-macl predict``).
+    ``torchgeo-macl predict`` adds to a run that has no prediction writer.
     """
 
     def __init__(

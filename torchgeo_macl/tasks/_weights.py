@@ -39,12 +39,16 @@ def weights_enum(weights: WeightsEnum | str | bool | None) -> Any | None:
         weights, ``True`` (timm's weights) and the path of an existing file.
 
     Raises:
+        FileNotFoundError: If a checkpoint or state-dict path (``.ckpt``, ``.pt``,
+            ``.pth`` or a name with a folder) does not exist.
         ValueError: If a name is neither an existing file nor TorchGeo weights.
     """
     if isinstance(weights, WeightsEnum):
         return weights
     if not isinstance(weights, str) or os.path.exists(weights):
         return None
+    if weights.lower().endswith(('.ckpt', '.pt', '.pth')) or os.sep in weights:
+        raise FileNotFoundError(f'weights file not found: {weights}')
     try:
         return get_weight(weights)
     except ValueError as exc:
@@ -52,10 +56,6 @@ def weights_enum(weights: WeightsEnum | str | bool | None) -> Any | None:
             f'weights {weights!r} is neither an existing file nor the name of '
             f'torchgeo weights: {exc}'
         ) from exc
-
-
-def _name(weights: Any) -> str:
-    return str(weights)
 
 
 def backbone_name(model: str) -> str:
@@ -92,7 +92,7 @@ def check_weights_fit(weights: Any, model: str, in_channels: int | None) -> int:
     """
     meta = getattr(weights, 'meta', None) or {}
     expected = meta.get('model')
-    name = _name(weights)
+    name = str(weights)
     if expected is not None:
         if not timm.is_model(expected):
             raise ValueError(
@@ -130,9 +130,9 @@ def weights_normalization(weights: Any, bands: int) -> tuple[Tensor, Tensor] | N
     """The normalisation that TorchGeo weights expect of their input.
 
     The ``Normalize`` steps (torchvision's or kornia's) of the weights'
-    ``transforms`` are composed into one ``(mean, std)``: the weights see ``(x - mean) / std`` of
-    an image ``x`` in its stored units. Resizing and cropping steps are not part of
-    it (the task's ``image_size`` sets the size).
+    ``transforms`` are composed into one ``(mean, std)``: the weights see
+    ``(x - mean) / std`` of an image ``x`` in its stored units. Resizing and
+    cropping steps are not part of it (the task's ``image_size`` sets the size).
 
     Args:
         weights: A TorchGeo weights enum member.
@@ -160,7 +160,7 @@ def weights_normalization(weights: Any, bands: int) -> tuple[Tensor, Tensor] | N
             value = torch.as_tensor(given).float().flatten()
             if value.numel() not in (1, bands):
                 raise ValueError(
-                    f'weights {_name(weights)} normalise {value.numel()} bands but '
+                    f'weights {weights} normalise {value.numel()} bands but '
                     f'in_channels={bands}'
                 )
             step.append(value.expand(bands))
@@ -224,7 +224,7 @@ def check_torchgeo_download(weights: Any) -> None:
     reason = _unreachable(url)
     if reason is not None:
         raise ConnectionError(
-            f'cannot download the weights {_name(weights)} from {url}: {reason}; '
+            f'cannot download the weights {weights} from {url}: {reason}; '
             f'offline, put the file at {hub_cache_path(url)} or set weights to the '
             'path of a local state dict'
         )

@@ -226,21 +226,6 @@ def _check_model_name(model: str) -> None:
     raise ValueError(f'unknown timm model {model!r}{hint}')
 
 
-def _check_weights(weights: WeightsEnum | str | bool | None) -> None:
-    """Check that a weights file given by path exists.
-
-    Args:
-        weights: The ``weights`` argument of :class:`RetrievalTask`.
-
-    Raises:
-        FileNotFoundError: If a checkpoint or state-dict path does not exist.
-    """
-    if not isinstance(weights, str) or os.path.exists(weights):
-        return
-    if weights.lower().endswith(('.ckpt', '.pt', '.pth')) or os.sep in weights:
-        raise FileNotFoundError(f'weights file not found: {weights}')
-
-
 #: timm modules whose models embed images of any size (``dynamic_img_size``).
 _DYNAMIC_SIZE_MODULES = ('timm.models.vision_transformer', 'timm.models.eva')
 
@@ -381,7 +366,6 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
             )
         _check_loss_kwargs(loss, loss_kwargs)
         _check_model_name(model)
-        _check_weights(weights)
         enum = _weights.weights_enum(weights)
         if enum is not None:
             in_channels = _weights.check_weights_fit(enum, model, in_channels)
@@ -422,6 +406,8 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
                 stacklevel=2,
             )
         self.weights = weights
+        #: the torchgeo weights enum that ``weights`` names, if any
+        self._weights_enum = enum
         self._in_channels = in_channels
         #: (mean, std) the pretrained backbone expects of images in stored units
         self._weights_normalization = (
@@ -512,7 +498,7 @@ class RetrievalTask(BaseTask):  # type: ignore[misc]
         if isinstance(weights, str) and os.path.exists(weights):
             state_dict = self._read_checkpoint(weights)
         else:
-            enum = _weights.weights_enum(weights)
+            enum = self._weights_enum
             if enum is None:
                 raise ValueError(f'unsupported weights: {weights!r}')
             _weights.check_torchgeo_download(enum)

@@ -180,8 +180,7 @@ class NormalizedColorJitter(nn.Module):
         scale, shift = self._unit_map(c)
         eye = torch.eye(c, device=device).expand(b, c, c)
         rgb = c == 3
-        luma = torch.tensor(_LUMA) if rgb else torch.full((c,), 1 / c)
-        luma = luma.to(device)
+        luma = torch.tensor(_LUMA, device=device)  # saturation and contrast of RGB
         # the maps are composed on [0, 1] values: u' = m u + t
         m = eye.clone()
         t = torch.zeros(b, c, device=device)
